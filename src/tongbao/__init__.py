@@ -1,0 +1,1 @@
+"""Tongbao (通宝): electronic payment platform back end."""

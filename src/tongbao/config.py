@@ -1,0 +1,132 @@
+"""Settings, read from the environment (prefix ``TONGBAO_``) or a ``.env`` file.
+
+Every threshold from ``requirements.md`` is a setting here with the
+requirement's default, so policy changes never need a code change.
+``docs/configuration.md`` lists them all; ``tongbao config show`` prints the
+values in effect.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class FeeBearer(StrEnum):
+    PAYER = "payer"
+    PAYEE = "payee"
+
+
+class FeeRule(BaseModel):
+    """A fee: ``rate_bps`` basis points of the amount (rounded half up) plus
+    ``fixed_fen``, clamped to ``[min_fen, max_fen]``, paid by ``bearer``."""
+
+    rate_bps: Annotated[int, Field(ge=0, le=10_000)] = 0
+    fixed_fen: Annotated[int, Field(ge=0)] = 0
+    min_fen: Annotated[int, Field(ge=0)] = 0
+    max_fen: Annotated[int, Field(ge=0)] | None = None
+    bearer: FeeBearer = FeeBearer.PAYER
+
+    @model_validator(mode="after")
+    def _min_below_max(self) -> FeeRule:
+        if self.max_fen is not None and self.min_fen > self.max_fen:
+            raise ValueError("min_fen must not exceed max_fen")
+        return self
+
+
+def _default_fees() -> dict[str, FeeRule]:
+    return {
+        "transfer": FeeRule(),
+        "merchant_payment": FeeRule(rate_bps=60, bearer=FeeBearer.PAYEE),
+        "topup": FeeRule(),
+        "withdrawal": FeeRule(rate_bps=10, min_fen=10, max_fen=2_500),
+        "refund": FeeRule(),
+    }
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TONGBAO_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # --- deployment ------------------------------------------------------------
+    env: Literal["development", "test", "production"] = "development"
+    """``production`` refuses demo data and demo credentials."""
+    database_url: str = "sqlite:///var/tongbao.db"
+    """SQLAlchemy URL. SQLite is the embedded default; use
+    ``postgresql+psycopg://postgres@127.0.0.1:5432/tongbao`` in production."""
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    """SQLite durability; FULL survives power loss, NORMAL only process crashes."""
+    db_pool_size: Annotated[int, Field(ge=1, le=200)] = 10
+    db_max_retries: Annotated[int, Field(ge=0, le=100)] = 12
+    """How often a money transaction is retried after a serialization failure,
+    deadlock or busy database before the request fails."""
+    http_host: str = "127.0.0.1"
+    http_port: Annotated[int, Field(ge=1, le=65_535)] = 8000
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_json: bool = True
+    background_interval_seconds: Annotated[float, Field(gt=0, le=3600)] = 2.0
+    """How often ``serve`` runs its background duties (hold expiry, outbox,
+    bank status polling, scheduled payments)."""
+
+    # --- money -------------------------------------------------------------------
+    max_amount_fen: Annotated[int, Field(gt=0)] = 100_000_000
+    """Largest amount any single instruction may carry (1,000,000.00 yuan)."""
+    internal_account_buckets: Annotated[int, Field(ge=1, le=256)] = 16
+    """Balance rows per busy internal account (fee income, transit, bank
+    clearing), so concurrent payments do not queue on one row."""
+
+    # --- payments ------------------------------------------------------------------
+    fee_schedule: dict[str, FeeRule] = Field(default_factory=_default_fees)
+    """Per payment kind; JSON in the environment, e.g.
+    ``TONGBAO_FEE_SCHEDULE='{"withdrawal": {"rate_bps": 10, "min_fen": 10}}'``."""
+    verification_threshold_fen: Annotated[int, Field(ge=0)] = 100_000
+    """PAY-4 / LIM-2: payments of at least this amount need a one-time code."""
+    verification_code_ttl_seconds: Annotated[int, Field(ge=30)] = 300
+    verification_max_attempts: Annotated[int, Field(ge=1)] = 5
+    """AUTH-5: wrong codes allowed within the code's lifetime before the payment fails."""
+    review_threshold_fen: Annotated[int, Field(ge=0)] = 5_000_000
+    """Payments of at least this amount wait for a reviewer (RISK-5 path)."""
+    payment_hold_ttl_seconds: Annotated[int, Field(ge=60)] = 24 * 3600
+    """How long funds stay reserved for a payment waiting for verification,
+    review or its scheduled time before the hold expires."""
+    bank_arrival_working_days: Annotated[int, Field(ge=0, le=3)] = 3
+    """PAY-6: bank-card payments arrive within this many working days."""
+    objection_window_working_days: Annotated[int, Field(ge=0, le=10)] = 1
+    """PAY-10: the customer may object within this many working days."""
+    next_day_execution_hour: Annotated[int, Field(ge=0, le=23)] = 9
+    """PAY-11: next-day payments execute at this Shanghai hour of the next working day."""
+    idempotency_ttl_hours: Annotated[int, Field(ge=1)] = 24 * 7
+    familiar_payee_check: bool = True
+    """PAY-5: a first payment to a payee needs the payee's name."""
+
+    # --- simulated bank --------------------------------------------------------------
+    sim_bank_settlement_delay_seconds: Annotated[int, Field(ge=0)] = 5
+    """How long the simulated bank takes to settle a credit to a card."""
+    sim_bank_disagree_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+    """Probability that the simulated bank's statement disagrees with an
+    instruction (wrong amount, missing line), for reconciliation drills."""
+
+    @field_validator("fee_schedule")
+    @classmethod
+    def _every_kind_priced(cls, value: dict[str, FeeRule]) -> dict[str, FeeRule]:
+        merged = _default_fees()
+        merged.update(value)
+        unknown = set(merged) - set(_default_fees())
+        if unknown:
+            raise ValueError(f"fee_schedule names unknown payment kinds: {sorted(unknown)}")
+        return merged
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once)."""
+    return Settings()

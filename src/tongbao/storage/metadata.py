@@ -1,0 +1,19 @@
+"""The one SQLAlchemy ``MetaData`` every capability's ``tables.py`` registers on.
+
+Only Alembic migrations change the schema; this metadata describes it for
+queries and lets ``tests/test_migrations.py`` check the two never drift.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import MetaData
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
