@@ -45,7 +45,8 @@ def pg_unavailable(reason: str) -> None:
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """A migrated PostgreSQL database of this worker's own."""
-    name = f"tongbao_test_{_worker()}"
+    # The pid keeps concurrent test runs on one server out of each other's way.
+    name = f"tongbao_test_{_worker()}_{os.getpid()}"
     admin = sa.create_engine(PG_SERVER, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
@@ -74,11 +75,21 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+# Reference data seeded by migrations survives between tests; anything a test
+# added to it is removed.
+REFERENCE_TABLES = {"business_calendar"}
+
+
 def _empty_pg(url: str) -> None:
     engine = sa.create_engine(url)
-    tables = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
+    tables = ", ".join(
+        f'"{t.name}"' for t in metadata.sorted_tables if t.name not in REFERENCE_TABLES
+    )
     with engine.begin() as conn:
         conn.exec_driver_sql(f"TRUNCATE {tables} CASCADE")
+        conn.execute(
+            sa.text("DELETE FROM business_calendar WHERE source NOT LIKE 'chinese-calendar%'")
+        )
     engine.dispose()
 
 

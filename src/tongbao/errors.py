@@ -60,6 +60,7 @@ PaymentNotFound = _error("payment_not_found", 404, "No such payment")
 HoldNotFound = _error("hold_not_found", 404, "No such hold")
 EntryNotFound = _error("entry_not_found", 404, "No such journal entry")
 CardNotFound = _error("card_not_found", 404, "No such bank card")
+CardAlreadyExists = _error("card_already_exists", 409, "That bank card already exists")
 
 # --- ledger ------------------------------------------------------------------
 UnbalancedEntry = _error("unbalanced_entry", 422, "The postings do not sum to zero")
@@ -87,6 +88,12 @@ BankRejected = _error("bank_rejected", 402, "The bank refused the instruction")
 ScenarioNotSupported = _error("scenario_not_supported", 422, "This payment scenario is not offered")
 CalendarYearUnknown = _error(
     "calendar_year_unknown", 409, "The business calendar has no data for that year"
+)
+CalendarYearPresent = _error(
+    "calendar_year_present", 409, "The business calendar already has that year"
+)
+CalendarDataInvalid = _error(
+    "calendar_data_invalid", 422, "The calendar data is not one complete, valid year"
 )
 
 # --- idempotency ---------------------------------------------------------------

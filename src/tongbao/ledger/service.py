@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import (
     Connection,
@@ -57,6 +58,9 @@ from tongbao.ledger.model import (
 )
 from tongbao.money import CURRENCY, format_yuan
 from tongbao.pagination import Page, check_limit, page_of
+
+if TYPE_CHECKING:
+    from tongbao.ledger.batch import BatchResult, BatchTransfer
 from tongbao.storage.prepared import Prepared
 
 _b = t.balances
@@ -198,27 +202,41 @@ class Ledger:
     def internal_account(
         self, conn: Connection, account_type: AccountType, code: str, *, name: str
     ) -> Account:
-        """The internal account with this unique ``code``, opened on first use."""
-        with self._cache_lock:
-            cached = self._codes.get(code)
-        if cached is not None:
-            return self.account(conn, cached)
+        """Get or open the internal account with this unique ``code``.
+
+        Run it in a transaction of its own (platform start-up does): an account
+        opened here is remembered by code only once it is found committed.
+        """
         row = conn.execute(select(t.accounts).where(t.accounts.c.code == code)).first()
-        if row is None:
+        if row is not None:
+            account = _account(row._mapping)
+        else:
             try:
                 with conn.begin_nested():
                     account = self.open_account(conn, account_type, name=name, code=code)
             except IntegrityError:  # opened concurrently by another transaction
                 row = conn.execute(select(t.accounts).where(t.accounts.c.code == code)).one()
                 account = _account(row._mapping)
-        else:
-            account = _account(row._mapping)
         if account.type is not account_type:
             raise errors.ConfigurationError(f"account code {code} is a {account.type}")
-        with self._cache_lock:
-            self._codes[code] = account.id
-            self._accounts[account.id] = account
         return account
+
+    def account_id_by_code(self, conn: Connection, code: str) -> str:
+        """The id of an existing internal account; cached, since codes never move."""
+        with self._cache_lock:
+            cached = self._codes.get(code)
+        if cached is not None:
+            return cached
+        account_id = conn.execute(
+            select(t.accounts.c.id).where(t.accounts.c.code == code)
+        ).scalar_one_or_none()
+        if account_id is None:
+            raise errors.ConfigurationError(
+                f"internal account {code!r} does not exist; start the platform first"
+            )
+        with self._cache_lock:
+            self._codes[code] = account_id
+        return str(account_id)
 
     def account(self, conn: Connection, account_id: str) -> Account:
         """The account with its *current* status."""
@@ -233,8 +251,9 @@ class Ledger:
         )
         return [_account(r._mapping) for r in rows]
 
-    def _static(self, conn: Connection, account_ids: Iterable[str]) -> dict[str, Account]:
-        """Immutable attributes of accounts, from cache or database."""
+    def static_accounts(self, conn: Connection, account_ids: Iterable[str]) -> dict[str, Account]:
+        """Accounts by id, from cache or database. Only the immutable attributes
+        (type, currency, buckets) are current; never trust ``status`` from here."""
         found: dict[str, Account] = {}
         missing: list[str] = []
         with self._cache_lock:
@@ -285,7 +304,7 @@ class Ledger:
         return self.balances(conn, [account_id])[account_id]
 
     def balances(self, conn: Connection, account_ids: Sequence[str]) -> dict[str, AccountBalance]:
-        accounts = self._static(conn, account_ids)
+        accounts = self.static_accounts(conn, account_ids)
         rows = conn.execute(
             select(
                 _b.c.account_id,
@@ -304,6 +323,12 @@ class Ledger:
         return result
 
     # --- journal entries -------------------------------------------------------------
+
+    def post_batch(self, conn: Connection, transfers: Sequence[BatchTransfer]) -> list[BatchResult]:
+        """Post many two-account transfers in one transaction; see :mod:`.batch`."""
+        from tongbao.ledger.batch import post_batch  # noqa: PLC0415 - batch imports us
+
+        return post_batch(self, conn, transfers)
 
     def transfer(
         self,
@@ -410,10 +435,11 @@ class Ledger:
         check_postings(
             [Posting.debit(debit_account_id, amount), Posting.credit(credit_account_id, amount)]
         )
+        self._check_maximum(amount)
         now = self.clock.now()
         if expires_at <= now:
             raise errors.ValidationFailed("a hold must expire in the future")
-        accounts = self._static(conn, [debit_account_id, credit_account_id])
+        accounts = self.static_accounts(conn, [debit_account_id, credit_account_id])
         _same_currency(accounts.values(), accounts[debit_account_id].currency)
         debit, credit = accounts[debit_account_id], accounts[credit_account_id]
         hold = Hold(
@@ -425,8 +451,8 @@ class Ledger:
             expires_at=expires_at,
             created_at=now,
             reference=reference,
-            debit_bucket=self._bucket(debit),
-            credit_bucket=self._bucket(credit),
+            debit_bucket=self.pick_bucket(debit),
+            credit_bucket=self.pick_bucket(credit),
         )
         self._apply_pair(
             conn,
@@ -476,7 +502,7 @@ class Ledger:
         posted = amount_to_post(hold, amount)
         entry_id = new_id("je")
         self._resolve(conn, hold, HoldState.POSTED, posted_amount=posted, entry_id=entry_id)
-        accounts = self._static(conn, [hold.debit_account_id, hold.credit_account_id])
+        accounts = self.static_accounts(conn, [hold.debit_account_id, hold.credit_account_id])
         after = self._apply_pair(
             conn,
             (
@@ -538,7 +564,7 @@ class Ledger:
 
     def _release(self, conn: Connection, hold: Hold, state: HoldState) -> Hold:
         self._resolve(conn, hold, state)
-        accounts = self._static(conn, [hold.debit_account_id, hold.credit_account_id])
+        accounts = self.static_accounts(conn, [hold.debit_account_id, hold.credit_account_id])
         # Releasing never takes money out, so it is allowed on frozen accounts.
         self._apply_pair(
             conn,
@@ -582,7 +608,15 @@ class Ledger:
 
     # --- internals -------------------------------------------------------------------
 
-    def _bucket(self, account: Account) -> int:
+    def _check_maximum(self, amount: int) -> None:
+        if amount > self.max_amount_fen:
+            raise errors.AmountTooLarge(
+                f"{format_yuan(amount)} is above the maximum {format_yuan(self.max_amount_fen)}"
+            )
+
+    def pick_bucket(self, account: Account) -> int:
+        """Which balance row a change to ``account`` goes to (random for busy
+        internal accounts, so concurrent payments do not queue on one row)."""
         return random.randrange(account.buckets) if account.buckets > 1 else 0  # noqa: S311
 
     def _record(
@@ -598,18 +632,18 @@ class Ledger:
     ) -> JournalEntry:
         check_postings(postings)
         for posting in postings:
-            if abs(posting.amount) > self.max_amount_fen:
-                raise errors.AmountTooLarge(
-                    f"{format_yuan(abs(posting.amount))} is above the maximum "
-                    f"{format_yuan(self.max_amount_fen)}"
-                )
-        accounts = self._static(conn, [p.account_id for p in postings])
+            self._check_maximum(abs(posting.amount))
+        accounts = self.static_accounts(conn, [p.account_id for p in postings])
         _same_currency(accounts.values(), currency)
         after: dict[str, int | None] = {}
         for posting in sorted(postings, key=lambda p: p.account_id):
             account = accounts[posting.account_id]
             row = self._apply(
-                conn, account, self._bucket(account), posting_delta(posting.amount), posting.amount
+                conn,
+                account,
+                self.pick_bucket(account),
+                posting_delta(posting.amount),
+                posting.amount,
             )
             after[posting.account_id] = _single_bucket_ledger(account, row)
         entry = JournalEntry(

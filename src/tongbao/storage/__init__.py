@@ -1,6 +1,6 @@
 """Storage: the database handle, column types, shared metadata and migrations."""
 
-from tongbao.storage.database import Database, is_retryable
+from tongbao.storage.database import Database, is_retryable, is_unique_violation
 from tongbao.storage.metadata import metadata
 
-__all__ = ["Database", "is_retryable", "metadata"]
+__all__ = ["Database", "is_retryable", "is_unique_violation", "metadata"]

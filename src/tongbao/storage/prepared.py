@@ -30,7 +30,7 @@ _DIALECTS: dict[str, Dialect] = {
 }
 
 
-def _sqlite_time(value: datetime) -> str:
+def sqlite_time(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
@@ -57,7 +57,7 @@ class Prepared:
         if dialect_name != "sqlite":
             return params
         return {
-            key: _sqlite_time(value) if isinstance(value, datetime) else value
+            key: sqlite_time(value) if isinstance(value, datetime) else value
             for key, value in params.items()
         }
 

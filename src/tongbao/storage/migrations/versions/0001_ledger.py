@@ -136,16 +136,6 @@ def upgrade() -> None:
         sa.Column("balance_after", sa.BigInteger(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.CheckConstraint("amount <> 0", name=op.f("ck_ledger_postings_amount_non_zero")),
-        sa.ForeignKeyConstraint(
-            ["account_id"],
-            ["ledger_accounts.id"],
-            name=op.f("fk_ledger_postings_account_id_ledger_accounts"),
-        ),
-        sa.ForeignKeyConstraint(
-            ["entry_id"],
-            ["ledger_entries.id"],
-            name=op.f("fk_ledger_postings_entry_id_ledger_entries"),
-        ),
         sa.PrimaryKeyConstraint("account_id", "entry_id", name=op.f("pk_ledger_postings")),
     )
     with op.batch_alter_table("ledger_postings", schema=None) as batch_op:

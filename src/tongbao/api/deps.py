@@ -1,0 +1,116 @@
+"""Dependencies shared by the routes: the platform, the caller, idempotency."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from fastapi.responses import Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+from sqlalchemy import Connection
+
+from tongbao import errors
+from tongbao.auth import Principal, PrincipalType
+from tongbao.customers import Customer
+from tongbao.idempotency import check_key, request_hash
+from tongbao.platform import Platform
+
+_bearer = HTTPBearer(auto_error=False, description="An API token, `tbk_…`.")
+
+
+def get_platform(request: Request) -> Platform:
+    platform: Platform = request.app.state.platform
+    return platform
+
+
+PlatformDep = Annotated[Platform, Depends(get_platform)]
+
+
+def get_principal(
+    platform: PlatformDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    token = credentials.credentials if credentials else None
+    return platform.db.read(lambda conn: platform.auth.authenticate(conn, token))
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def get_customer(platform: PlatformDep, principal: PrincipalDep) -> Customer:
+    if principal.type is not PrincipalType.CUSTOMER:
+        raise errors.Forbidden("this endpoint is for customers")
+    return platform.db.read(lambda conn: platform.customers.get(conn, principal.id))
+
+
+CustomerDep = Annotated[Customer, Depends(get_customer)]
+
+
+def require_staff(*roles: str) -> Callable[[Principal], Principal]:
+    """A dependency admitting staff holding one of ``roles``."""
+
+    def check(principal: PrincipalDep) -> Principal:
+        if principal.type is not PrincipalType.STAFF:
+            raise errors.Forbidden("this endpoint is for staff")
+        if not principal.roles & set(roles):
+            raise errors.Forbidden(f"needs one of the roles: {', '.join(roles)}")
+        return principal
+
+    return check
+
+
+async def raw_body(request: Request) -> bytes:
+    return await request.body()
+
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Required on every mutating call; a retry with the same key "
+        "returns the first result and has no second effect.",
+    ),
+]
+RawBody = Annotated[bytes, Depends(raw_body)]
+
+
+def idempotent(
+    platform: Platform,
+    principal: Principal,
+    request: Request,
+    key: str | None,
+    body: bytes,
+    operation: Callable[[Connection], tuple[int, BaseModel]],
+    complete: Callable[[str], tuple[int, BaseModel]] | None = None,
+    *,
+    discard_on_refusal: bool = False,
+) -> Response:
+    """Run a mutating operation under its Idempotency-Key and answer with its result."""
+    key = check_key(key)
+
+    def run(conn: Connection) -> tuple[int, str]:
+        status, model = operation(conn)
+        return status, model.model_dump_json()
+
+    def finish(body_text: str) -> tuple[int, str]:
+        assert complete is not None
+        status, model = complete(body_text)
+        return status, model.model_dump_json()
+
+    outcome = platform.idempotency.run(
+        principal_id=principal.actor,
+        key=key,
+        method=request.method,
+        path=request.url.path,
+        fingerprint=request_hash(request.method, request.url.path, body),
+        operation=run,
+        complete=finish if complete else None,
+        discard_on_refusal=discard_on_refusal,
+    )
+    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
+    media = "application/problem+json" if outcome.status_code >= 400 else "application/json"
+    return Response(
+        outcome.body, status_code=outcome.status_code, media_type=media, headers=headers
+    )

@@ -1,0 +1,110 @@
+"""/v1/cards: bind, list and unbind bank cards (ACC-6, PAY-2)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydantic import BaseModel
+from sqlalchemy import Connection
+
+from tongbao.api import present
+from tongbao.api import schemas as s
+from tongbao.api.deps import (
+    CustomerDep,
+    IdempotencyKey,
+    PlatformDep,
+    PrincipalDep,
+    RawBody,
+    idempotent,
+)
+from tongbao.customers import bankcard
+
+router = APIRouter(prefix="/v1/cards", tags=["cards"])
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=s.Card,
+    summary="Bind a bank card (signs a quick-pay agreement with the bank)",
+)
+def bind_card(
+    body: s.CardBind,
+    request: Request,
+    platform: PlatformDep,
+    principal: PrincipalDep,
+    customer: CustomerDep,
+    raw: RawBody,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    expires_on = bankcard.expiry_date(body.expires)
+    bankcard.validate(body.card_number)
+
+    # The bank is called outside our transaction; the idempotency record then
+    # points at the stored card, so a retry does not sign a second agreement.
+    def operation(_: Connection) -> tuple[int, BaseModel]:
+        return 202, s.Me(
+            id=customer.id,
+            kind=customer.kind,
+            name=customer.name,
+            status=customer.status,
+            account_id=customer.account_id,
+        )
+
+    def complete(_: str) -> tuple[int, BaseModel]:
+        card = platform.customers.bind_card(
+            platform.db,
+            customer.id,
+            bank_code=body.bank_code,
+            card_number=body.card_number,
+            holder_name=body.holder_name,
+            phone=body.phone,
+            expires_on=expires_on,
+        )
+        return 201, present.card(card)
+
+    return idempotent(
+        platform,
+        principal,
+        request,
+        idempotency_key,
+        raw,
+        operation,
+        complete,
+        discard_on_refusal=True,
+    )
+
+
+@router.get("", response_model=s.CardList, summary="My bound cards")
+def list_cards(platform: PlatformDep, customer: CustomerDep) -> s.CardList:
+    cards = platform.db.read(lambda conn: platform.customers.cards(conn, customer.id))
+    return s.CardList(data=[present.card(c) for c in cards])
+
+
+@router.delete("/{card_id}", response_model=s.Card, summary="Unbind a card")
+def unbind_card(
+    card_id: str,
+    request: Request,
+    platform: PlatformDep,
+    principal: PrincipalDep,
+    customer: CustomerDep,
+    raw: RawBody,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    def operation(conn: Connection) -> tuple[int, BaseModel]:
+        return 202, present.card(platform.customers.card(conn, customer.id, card_id))
+
+    def complete(_: str) -> tuple[int, BaseModel]:
+        card = platform.customers.unbind_card(platform.db, customer.id, card_id)
+        return 200, present.card(card).model_copy(update={"status": "unbound"})
+
+    return idempotent(
+        platform,
+        principal,
+        request,
+        idempotency_key,
+        raw,
+        operation,
+        complete,
+        discard_on_refusal=True,
+    )

@@ -1,0 +1,109 @@
+"""API tokens for customers and staff.
+
+A later issue adds staff passwords, TOTP, sessions and role-based
+permissions; the :class:`Principal` handed to the API stays the same.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Connection, insert, select, update
+
+from tongbao import errors
+from tongbao.auth import tables as t
+from tongbao.auth.model import Principal, PrincipalType, new_token, token_hash
+from tongbao.clock import Clock
+from tongbao.ids import new_id
+
+
+class Auth:
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+
+    def issue_token(
+        self,
+        conn: Connection,
+        principal_type: PrincipalType,
+        principal_id: str,
+        *,
+        label: str,
+        token: str | None = None,
+        expires_at: datetime | None = None,
+    ) -> str:
+        """Store a token for a principal and return it; it is never shown again.
+
+        ``token`` lets demo data use well-known tokens; production never passes it.
+        """
+        token = token or new_token()
+        conn.execute(
+            insert(t.api_tokens),
+            {
+                "token_hash": token_hash(token),
+                "principal_type": principal_type.value,
+                "principal_id": principal_id,
+                "label": label,
+                "created_at": self.clock.now(),
+                "expires_at": expires_at,
+            },
+        )
+        return token
+
+    def authenticate(self, conn: Connection, token: str | None) -> Principal:
+        """The principal a bearer token stands for, or :class:`errors.Unauthenticated`."""
+        if not token:
+            raise errors.Unauthenticated("send 'Authorization: Bearer <token>'")
+        row = conn.execute(
+            select(t.api_tokens).where(t.api_tokens.c.token_hash == token_hash(token))
+        ).first()
+        now = self.clock.now()
+        if row is None or row.revoked_at is not None:
+            raise errors.Unauthenticated("the token is unknown or revoked")
+        if row.expires_at is not None and row.expires_at <= now:
+            raise errors.Unauthenticated("the token has expired")
+        principal_type = PrincipalType(row.principal_type)
+        roles: frozenset[str] = frozenset()
+        if principal_type is PrincipalType.STAFF:
+            staff = conn.execute(
+                select(t.staff_members).where(t.staff_members.c.id == row.principal_id)
+            ).first()
+            if staff is None or staff.status != "active":
+                raise errors.Unauthenticated("the staff member is not active")
+            roles = frozenset(r for r in staff.roles.split(",") if r)
+        return Principal(principal_type, row.principal_id, roles)
+
+    def revoke_tokens(
+        self, conn: Connection, principal_type: PrincipalType, principal_id: str
+    ) -> int:
+        result = conn.execute(
+            update(t.api_tokens)
+            .where(
+                t.api_tokens.c.principal_type == principal_type.value,
+                t.api_tokens.c.principal_id == principal_id,
+                t.api_tokens.c.revoked_at.is_(None),
+            )
+            .values(revoked_at=self.clock.now())
+        )
+        return result.rowcount
+
+    def create_staff(
+        self, conn: Connection, *, username: str, display_name: str, roles: list[str]
+    ) -> str:
+        staff_id = new_id("staff")
+        conn.execute(
+            insert(t.staff_members),
+            {
+                "id": staff_id,
+                "username": username,
+                "display_name": display_name,
+                "roles": ",".join(sorted(roles)),
+                "status": "active",
+                "created_at": self.clock.now(),
+            },
+        )
+        return staff_id
+
+    def staff_by_username(self, conn: Connection, username: str) -> str | None:
+        return conn.execute(
+            select(t.staff_members.c.id).where(t.staff_members.c.username == username)
+        ).scalar_one_or_none()

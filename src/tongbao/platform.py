@@ -1,0 +1,125 @@
+"""The platform, wired once: database, clock and every capability's service.
+
+The HTTP API, the CLI, the tests and the benchmarks all build a
+:class:`Platform` and use its services; nothing else constructs services.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from datetime import timedelta
+
+import structlog
+
+from tongbao import errors
+from tongbao.auth import Auth
+from tongbao.banking import BankChannel
+from tongbao.banking.simulated import SimulatedBank
+from tongbao.calendar import BusinessCalendar
+from tongbao.clock import Clock, SystemClock
+from tongbao.config import Settings
+from tongbao.customers import Customers
+from tongbao.idempotency import Idempotency
+from tongbao.ledger import Ledger
+from tongbao.notifications import Notifications
+from tongbao.notifications.channel import NotificationChannel
+from tongbao.notifications.local import LocalChannel
+from tongbao.payments import Payments
+from tongbao.storage import Database
+from tongbao.storage.migrate import current_revision, head_revision
+
+log = structlog.get_logger(__name__)
+
+SIMULATED_BANK = "SIMBANK"
+
+
+class Platform:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        banks: Mapping[str, BankChannel] | None = None,
+        channel: NotificationChannel | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock: Clock = clock or SystemClock()
+        self.db = Database(settings.database_url, settings=settings)
+        self.ledger = Ledger(
+            self.clock,
+            buckets=settings.internal_account_buckets,
+            max_amount_fen=settings.max_amount_fen,
+        )
+        self.calendar = BusinessCalendar(self.db)
+        if banks is None:
+            banks = {
+                SIMULATED_BANK: SimulatedBank(
+                    self.db,
+                    self.clock,
+                    bank_code=SIMULATED_BANK,
+                    settlement_delay=timedelta(seconds=settings.sim_bank_settlement_delay_seconds),
+                    disagree_rate=settings.sim_bank_disagree_rate,
+                )
+            }
+        self.banks: Mapping[str, BankChannel] = banks
+        self.local_channel = LocalChannel(self.db, self.clock)
+        self.notifications = Notifications(self.clock, channel or self.local_channel)
+        self.auth = Auth(self.clock)
+        self.customers = Customers(self.ledger, self.clock, self.banks)
+        self.idempotency = Idempotency(self.db, self.clock)
+        self.payments = Payments(
+            db=self.db,
+            settings=settings,
+            clock=self.clock,
+            ledger=self.ledger,
+            customers=self.customers,
+            notifications=self.notifications,
+            calendar=self.calendar,
+            banks=self.banks,
+        )
+
+    def start(self) -> Platform:
+        """Check the schema is current and open the internal accounts (idempotent).
+
+        Every entry point (API, CLI, tests, benchmarks) calls this once.
+        """
+        current, head = current_revision(self.db), head_revision()
+        if current != head:
+            raise errors.ConfigurationError(
+                f"database schema is at {current or 'nothing'}, the code expects {head}; "
+                "run `tongbao db upgrade`"
+            )
+        self.db.run(self.payments.open_internal_accounts)
+        return self
+
+    def simulated_bank(self) -> SimulatedBank:
+        bank = self.banks.get(SIMULATED_BANK)
+        if not isinstance(bank, SimulatedBank):
+            raise LookupError("this platform runs without the simulated bank")
+        return bank
+
+    def tick(self) -> dict[str, int]:
+        """One round of background duties: the simulated bank's own progress,
+        payment timeouts, scheduled payments, bank status, notifications."""
+        done: dict[str, int] = {}
+        for bank in self.banks.values():
+            if isinstance(bank, SimulatedBank):
+                done["bank_settled"] = done.get("bank_settled", 0) + bank.advance()
+        done.update(self.payments.tick())
+        done["notified"] = self.notifications.dispatch(self.db).sent
+        return done
+
+    def run_background(self, stop: threading.Event) -> None:
+        """Run :meth:`tick` every ``background_interval_seconds`` until ``stop`` is set."""
+        interval = self.settings.background_interval_seconds
+        while not stop.wait(interval):
+            try:
+                done = self.tick()
+                if any(done.values()):
+                    log.info("background_tick", **done)
+            except Exception:  # keep serving; the next round retries
+                log.exception("background_tick_failed")
+
+    def close(self) -> None:
+        self.db.dispose()
