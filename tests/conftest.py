@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 from tongbao.clock import ManualClock
 from tongbao.config import Settings
+from tongbao.platform import Platform
 from tongbao.storage import Database
 from tongbao.storage.migrate import upgrade
 from tongbao.storage.tables import metadata
@@ -131,3 +132,12 @@ def db(settings: Settings) -> Iterator[Database]:
     database = Database(settings.database_url, settings=settings)
     yield database
     database.dispose()
+
+
+@pytest.fixture
+def platform(settings: Settings, clock: ManualClock) -> Iterator[Platform]:
+    """The whole platform on the test database, with a manual clock and the
+    simulated bank; internal accounts opened."""
+    p = Platform(settings, clock=clock).start()
+    yield p
+    p.close()
