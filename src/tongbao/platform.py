@@ -108,6 +108,10 @@ class Platform:
                 done["bank_settled"] = done.get("bank_settled", 0) + bank.advance()
         done.update(self.payments.tick())
         done["notified"] = self.notifications.dispatch(self.db).sent
+        forget_before = self.clock.now() - timedelta(hours=self.settings.idempotency_ttl_hours)
+        done["keys_forgotten"] = self.db.run(
+            lambda conn: self.idempotency.purge(conn, older_than=forget_before)
+        )
         return done
 
     def run_background(self, stop: threading.Event) -> None:

@@ -213,6 +213,14 @@ def config_show() -> None:
         out.print(f"TONGBAO_{name.upper()}={value}", markup=False, highlight=False)
 
 
+@config_app.command("docs")
+def config_docs() -> None:
+    """Print docs/configuration.md (generated from the settings' docstrings)."""
+    from tongbao.config import settings_reference  # noqa: PLC0415
+
+    print(settings_reference(), end="")  # noqa: T201 - raw markdown, no rich markup
+
+
 # --- accounts, tx, ledger ----------------------------------------------------------
 
 
