@@ -351,6 +351,13 @@ class Ledger:
 
     def reverse(self, conn: Connection, entry_id: str, *, description: str) -> JournalEntry:
         """Undo an entry with its exact negation (L8). An entry is reversed at most once."""
+        # Lock the original first: a concurrent reversal of the same entry then
+        # waits here and, once the first commits, sees it below.
+        locked = conn.execute(
+            select(t.entries.c.id).where(t.entries.c.id == entry_id).with_for_update()
+        ).first()
+        if locked is None:
+            raise errors.EntryNotFound(f"no journal entry {entry_id}")
         original = self.entry(conn, entry_id)
         if original.kind is EntryKind.REVERSAL:
             raise errors.InvalidRequest(f"{entry_id} is itself a reversal; post a new entry")
@@ -432,6 +439,8 @@ class Ledger:
         reference: str | None = None,
     ) -> Hold:
         """Reserve ``amount`` on the debit account for a later post or void."""
+        if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+            raise errors.InvalidAmount("a hold's amount must be a positive integer (fen)")
         check_postings(
             [Posting.debit(debit_account_id, amount), Posting.credit(credit_account_id, amount)]
         )
@@ -500,8 +509,6 @@ class Ledger:
         hold = self.hold(conn, hold_id, for_update=True)
         check_hold_open(hold, self.clock.now())
         posted = amount_to_post(hold, amount)
-        entry_id = new_id("je")
-        self._resolve(conn, hold, HoldState.POSTED, posted_amount=posted, entry_id=entry_id)
         accounts = self.static_accounts(conn, [hold.debit_account_id, hold.credit_account_id])
         after = self._apply_pair(
             conn,
@@ -518,6 +525,10 @@ class Ledger:
                 -posted,
             ),
         )
+        # The id is minted only now, under the balance row locks, so entry order
+        # (and statements) agree with the order balances changed in.
+        entry_id = new_id("je")
+        self._resolve(conn, hold, HoldState.POSTED, posted_amount=posted, entry_id=entry_id)
         entry = JournalEntry(
             id=entry_id,
             kind=EntryKind.HOLD_POSTING,
