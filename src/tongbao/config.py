@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     """Address ``tongbao serve`` listens on."""
     http_port: Annotated[int, Field(ge=1, le=65_535)] = 8000
     """Port ``tongbao serve`` listens on."""
+    http_workers: Annotated[int, Field(ge=1, le=64)] = 1
+    """Worker processes of ``tongbao serve`` (one per core suits a busy server)."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Lowest level written to the log (standard error)."""
     log_json: bool = True

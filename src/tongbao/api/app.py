@@ -6,6 +6,7 @@ Interactive documentation at ``/docs``, the OpenAPI document at
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -53,3 +54,16 @@ def create_app(platform: Platform, *, background: bool = False) -> FastAPI:
         app.include_router(module.router)
     app.add_middleware(RequestContext)
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """Factory for ``serve`` with several worker processes: settings from the
+    environment, background duties in every worker (they are safe to run
+    concurrently: each step is guarded by row locks and state checks)."""
+    from tongbao.config import Settings  # noqa: PLC0415
+    from tongbao.logs import configure_logging  # noqa: PLC0415
+
+    settings = Settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+    background = os.environ.get("TONGBAO_BACKGROUND", "1") == "1"
+    return create_app(Platform(settings).start(), background=background)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
@@ -28,21 +29,43 @@ def get_platform(request: Request) -> Platform:
 PlatformDep = Annotated[Platform, Depends(get_platform)]
 
 
-def get_principal(
+@dataclass(frozen=True, slots=True)
+class Caller:
+    principal: Principal
+    customer: Customer | None
+
+
+def get_caller(
     platform: PlatformDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
+) -> Caller:
+    """Who is calling — token and, for customers, their record — in one read."""
     token = credentials.credentials if credentials else None
-    return platform.db.read(lambda conn: platform.auth.authenticate(conn, token))
+
+    def read(conn: Connection) -> Caller:
+        principal = platform.auth.authenticate(conn, token)
+        customer = None
+        if principal.type is PrincipalType.CUSTOMER:
+            customer = platform.customers.get(conn, principal.id)
+        return Caller(principal, customer)
+
+    return platform.db.read(read)
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+def get_principal(caller: CallerDep) -> Principal:
+    return caller.principal
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-def get_customer(platform: PlatformDep, principal: PrincipalDep) -> Customer:
-    if principal.type is not PrincipalType.CUSTOMER:
+def get_customer(caller: CallerDep) -> Customer:
+    if caller.customer is None:
         raise errors.Forbidden("this endpoint is for customers")
-    return platform.db.read(lambda conn: platform.customers.get(conn, principal.id))
+    return caller.customer
 
 
 CustomerDep = Annotated[Customer, Depends(get_customer)]

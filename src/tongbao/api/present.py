@@ -50,10 +50,8 @@ def payment(
         total_debit=s.Amount.of(split.debit),
         payee_receives=s.Amount.of(split.credit),
         currency=order.currency,
-        payer_account_id=order.payer_account_id,
-        payee=s.Party(
-            account_id=order.payee_account_id, name=platform.payments.payee_label(conn, order)
-        ),
+        payer=s.Party(account_id=order.payer_account_id, name=order.payer_name),
+        payee=s.Party(account_id=order.payee_account_id, name=order.payee_name),
         card_id=order.card_id,
         purpose=order.purpose,
         failure=fail,

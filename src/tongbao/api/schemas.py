@@ -133,7 +133,7 @@ class Payment(BaseModel):
     total_debit: Amount
     payee_receives: Amount
     currency: str
-    payer_account_id: str
+    payer: Party
     payee: Party
     card_id: str | None
     purpose: str

@@ -8,6 +8,7 @@ after listing what it found. Settings come from the environment / ``.env``
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import wraps
@@ -107,12 +108,23 @@ def serve(
     platform = Platform(settings).start()
     bind_host, bind_port = host or settings.http_host, port or settings.http_port
     _banner(platform, bind_host, bind_port)
+    options: dict[str, Any] = {
+        "host": bind_host,
+        "port": bind_port,
+        "log_config": None,
+        "access_log": False,
+    }
+    if settings.http_workers == 1:
+        uvicorn.run(create_app(platform, background=background), **options)
+        return
+    # Several processes: each builds its own platform from the environment.
+    platform.close()
+    os.environ["TONGBAO_BACKGROUND"] = "1" if background else "0"
     uvicorn.run(
-        create_app(platform, background=background),
-        host=bind_host,
-        port=bind_port,
-        log_config=None,
-        access_log=False,
+        "tongbao.api.app:app_from_environment",
+        factory=True,
+        workers=settings.http_workers,
+        **options,
     )
 
 
@@ -341,8 +353,8 @@ def tx_show(payment: Annotated[str, typer.Argument(help="Payment id or serial nu
                 ("state", order.state),
                 ("amount", format_yuan(order.amount)),
                 ("fee", f"{format_yuan(order.fee)} (paid by {order.fee_bearer})"),
-                ("payer account", order.payer_account_id),
-                ("payee", platform.payments.payee_label(conn, order)),
+                ("payer", f"{order.payer_name} ({order.payer_account_id})"),
+                ("payee", f"{order.payee_name} ({order.payee_account_id})"),
                 (
                     "failure",
                     f"{order.failure_code}: {order.failure_message}" if order.failure_code else "-",

@@ -169,33 +169,50 @@ class Notifications:
         render is refused here, in the caller's transaction, rather than
         discovered by the dispatcher after the fact.
         """
+        return self.enqueue_many(conn, [(recipient_id, kind, payload)], channel=channel)[0]
+
+    def enqueue_many(
+        self,
+        conn: Connection,
+        notices: Sequence[tuple[str, str, Mapping[str, Any]]],
+        *,
+        channel: str = "sms",
+    ) -> list[str]:
+        """:meth:`enqueue` for several ``(recipient_id, kind, payload)`` at once,
+        in one round trip (a payment tells payer and payee together)."""
         if channel not in CHANNELS:
             raise ValueError(f"channel must be one of {sorted(CHANNELS)}, not {channel!r}")
-        if not recipient_id or len(recipient_id) > _ID_MAX:
-            raise ValueError(f"recipient_id must be 1 to {_ID_MAX} characters")
-        if not kind or len(kind) > _KIND_MAX:
-            raise ValueError(f"kind must be 1 to {_KIND_MAX} characters")
-        checked = _check_payload(payload)
-        render(kind, checked)
-        notification_id = new_id("ntf")
         now = self.clock.now()
-        _INSERT.run(
-            conn,
-            {
-                "id": notification_id,
-                "recipient_id": recipient_id,
-                "channel": channel,
-                "kind": kind,
-                "payload": orjson.dumps(checked, option=orjson.OPT_SORT_KEYS).decode(),
-                "status": PENDING,
-                "attempts": 0,
-                "next_attempt_at": now,
-                "last_error": None,
-                "created_at": now,
-                "sent_at": None,
-            },
-        )
-        return notification_id
+        rows: list[dict[str, Any]] = []
+        ids: list[str] = []
+        for recipient_id, kind, payload in notices:
+            if not recipient_id or len(recipient_id) > _ID_MAX:
+                raise ValueError(f"recipient_id must be 1 to {_ID_MAX} characters")
+            if not kind or len(kind) > _KIND_MAX:
+                raise ValueError(f"kind must be 1 to {_KIND_MAX} characters")
+            checked = _check_payload(payload)
+            render(kind, checked)
+            ids.append(new_id("ntf"))
+            rows.append(
+                {
+                    "id": ids[-1],
+                    "recipient_id": recipient_id,
+                    "channel": channel,
+                    "kind": kind,
+                    "payload": orjson.dumps(checked, option=orjson.OPT_SORT_KEYS).decode(),
+                    "status": PENDING,
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                    "last_error": None,
+                    "created_at": now,
+                    "sent_at": None,
+                }
+            )
+        if len(rows) == 1:
+            _INSERT.run(conn, rows[0])
+        elif rows:
+            _INSERT.many(conn, rows)
+        return ids
 
     # --- queries -----------------------------------------------------------------------
 

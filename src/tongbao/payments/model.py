@@ -238,6 +238,9 @@ class PaymentOrder:
     customer_id: str
     payer_account_id: str
     payee_account_id: str
+    payer_name: str
+    payee_name: str
+    """As shown to the customer: a name, or a masked card for withdrawals."""
     card_id: str | None
     amount: int
     fee: int

@@ -206,18 +206,24 @@ class Payments:
         execute_at = self._execute_at(kind, request, now)
 
         card_id = None
+        payer_name = payee_name = customer.name
         if kind in (PaymentKind.TRANSFER, PaymentKind.MERCHANT_PAYMENT):
-            payer, payee = customer.account_id, self._payee(conn, customer, request)
+            payee_customer = self._payee(conn, customer, request)
+            payer, payee = customer.account_id, payee_customer.account_id
+            payee_name = payee_customer.name
         else:
             if not request.card_id:
                 raise errors.ValidationFailed(f"a {kind} needs card_id, a bound bank card")
             card = self.customers.usable_card(conn, customer.id, request.card_id)
             card_id = card.id
             clearing = self._bank_clearing(conn, card.bank_code)
+            card_label = f"{card.bank_code} {card.masked_number}"
             if kind is PaymentKind.TOPUP:
                 payer, payee = clearing, customer.account_id
+                payer_name, payee_name = card_label, f"{customer.name}的钱包"
             else:
                 payer, payee = customer.account_id, clearing
+                payee_name = card_label
 
         rule = self.settings.fee_schedule[kind.value]
         fee = compute_fee(rule, amount)
@@ -234,6 +240,8 @@ class Payments:
             customer_id=customer.id,
             payer_account_id=payer,
             payee_account_id=payee,
+            payer_name=payer_name[:100],
+            payee_name=payee_name[:100],
             card_id=card_id,
             amount=amount,
             fee=fee,
@@ -278,7 +286,7 @@ class Payments:
         )
         return change
 
-    def _payee(self, conn: Connection, customer: Customer, request: PaymentRequest) -> str:
+    def _payee(self, conn: Connection, customer: Customer, request: PaymentRequest) -> Customer:
         payee_id = request.payee_account_id
         if not payee_id:
             raise errors.ValidationFailed(f"a {request.kind} needs payee_account_id")
@@ -292,7 +300,7 @@ class Payments:
             raise errors.AccountClosed(f"account {payee_id} cannot receive payments")
         if request.kind is PaymentKind.TRANSFER and self.settings.familiar_payee_check:
             self._check_payee_name(conn, customer, payee, request.payee_name)
-        return payee_id
+        return payee
 
     def _check_payee_name(
         self, conn: Connection, payer: Customer, payee: Customer, given: str | None
@@ -381,7 +389,7 @@ class Payments:
                 {
                     "code": code,
                     "amount_fen": order.split.debit,
-                    "payee_name": self._payee_label(conn, order),
+                    "payee_name": order.payee_name,
                     "expires_minutes": ttl // 60,
                 },
             )
@@ -481,21 +489,20 @@ class Payments:
                 "serial_no": order.serial_no,
                 "amount_fen": order.amount,
                 "fee_fen": order.fee,
-                "payee_name": self._payee_label(conn, order),
+                "payee_name": order.payee_name,
                 "completed_at": completed,
             },
         )
         if order.kind in (PaymentKind.TRANSFER, PaymentKind.MERCHANT_PAYMENT):
-            payee = self.customers.by_account(conn, order.payee_account_id)
-            if payee is not None:
-                payer = self.customers.get(conn, order.customer_id)
+            payee_customer = self._owner(conn, order.payee_account_id)
+            if payee_customer is not None:
                 change.notify(
-                    payee.id,
+                    payee_customer,
                     "payment_received",
                     {
                         "serial_no": order.serial_no,
                         "amount_fen": order.split.credit,
-                        "payer_name": payer.name,
+                        "payer_name": order.payer_name,
                         "completed_at": completed,
                     },
                 )
@@ -891,6 +898,8 @@ class Payments:
             customer_id=merchant.id,
             payer_account_id=merchant.account_id,
             payee_account_id=o_order.payer_account_id,
+            payer_name=merchant.name[:100],
+            payee_name=o_order.payer_name,
             card_id=None,
             amount=amount,
             fee=0,
@@ -983,10 +992,11 @@ class Payments:
         if row is None:
             raise errors.PaymentNotFound(f"no payment {payment_id}")
         order = _order(row._mapping)
-        if customer_id is not None and order.customer_id != customer_id:
-            payee = self.customers.by_account(conn, order.payee_account_id)
-            if payee is None or payee.id != customer_id:
-                raise errors.PaymentNotFound(f"no payment {payment_id}")
+        if customer_id is not None and customer_id not in (
+            order.customer_id,
+            self._owner(conn, order.payee_account_id),
+        ):
+            raise errors.PaymentNotFound(f"no payment {payment_id}")
         return order
 
     def search(
@@ -1060,9 +1070,6 @@ class Payments:
             for r in rows
         ]
 
-    def payee_label(self, conn: Connection, order: PaymentOrder) -> str:
-        return self._payee_label(conn, order)
-
     # --------------------------------------------------------------- internals
 
     def _require_active(self, customer: Customer) -> None:
@@ -1106,20 +1113,15 @@ class Payments:
                 raise errors.InvalidTransition(f"payment {order.id} changed concurrently")
         if change.events:
             _INSERT_EVENT.many(conn, change.events)
-        for recipient, kind, payload in change.notes:
-            self.notifications.enqueue(conn, recipient_id=recipient, kind=kind, payload=payload)
+        if change.notes:
+            self.notifications.enqueue_many(conn, change.notes)
         change.events, change.notes = [], []
         change.new, change.loaded_state = False, order.state
         return order
 
-    def _payee_label(self, conn: Connection, order: PaymentOrder) -> str:
-        if order.kind is PaymentKind.WITHDRAWAL and order.card_id:
-            card = self.customers.card(conn, order.customer_id, order.card_id)
-            return f"{card.bank_code} {card.masked_number}"
-        if order.kind is PaymentKind.TOPUP:
-            return "own wallet"
-        payee = self.customers.by_account(conn, order.payee_account_id)
-        return payee.name if payee else order.payee_account_id
+    def _owner(self, conn: Connection, account_id: str) -> str | None:
+        """The customer owning a ledger account (immutable, so from the ledger's cache)."""
+        return self.ledger.static_accounts(conn, [account_id])[account_id].owner_id
 
     def _transit(self, conn: Connection) -> str:
         return self.ledger.account_id_by_code(conn, TRANSIT)
@@ -1153,8 +1155,9 @@ def internal_accounts(banks: Mapping[str, object]) -> list[tuple[AccountType, st
     ]
     for code in sorted(banks):
         accounts.append((AccountType.BANK_CLEARING, bank_clearing_code(code), f"{code} clearing"))
-        accounts.append((AccountType.BANK_SETTLEMENT, f"bank_settlement:{code}",
-                         f"{code} reserve account"))
+        accounts.append(
+            (AccountType.BANK_SETTLEMENT, f"bank_settlement:{code}", f"{code} reserve account")
+        )
     return accounts
 
 

@@ -35,6 +35,10 @@ payment_orders = Table(
     Column("customer_id", ID, nullable=False),
     Column("payer_account_id", ID, nullable=False),
     Column("payee_account_id", ID, nullable=False),
+    # Names as they were when the order was made: receipts and notifications
+    # show them without looking anyone up, and later renames do not rewrite history.
+    Column("payer_name", String(100), nullable=False),
+    Column("payee_name", String(100), nullable=False),
     Column("card_id", ID),
     Column("amount", BigInteger, nullable=False),
     Column("fee", BigInteger, nullable=False),

@@ -129,9 +129,14 @@ class Database:
 
     @contextmanager
     def snapshot(self) -> Iterator[Connection]:
-        """A read-only transaction (no write lock on SQLite)."""
+        """For reading: a deferred transaction on SQLite (no write lock, one
+        consistent snapshot); autocommit on PostgreSQL, where at READ COMMITTED
+        a transaction would add two round trips and no consistency."""
         with self.engine.connect() as raw:
-            conn = raw.execution_options(sqlite_begin="DEFERRED")
+            if self.dialect == "postgresql":
+                conn = raw.execution_options(isolation_level="AUTOCOMMIT")
+            else:
+                conn = raw.execution_options(sqlite_begin="DEFERRED")
             with conn.begin():
                 yield conn
 

@@ -131,6 +131,8 @@ def upgrade() -> None:
         sa.Column("customer_id", sa.String(length=40), nullable=False),
         sa.Column("payer_account_id", sa.String(length=40), nullable=False),
         sa.Column("payee_account_id", sa.String(length=40), nullable=False),
+        sa.Column("payer_name", sa.String(length=100), nullable=False),
+        sa.Column("payee_name", sa.String(length=100), nullable=False),
         sa.Column("card_id", sa.String(length=40), nullable=True),
         sa.Column("amount", sa.BigInteger(), nullable=False),
         sa.Column("fee", sa.BigInteger(), nullable=False),
