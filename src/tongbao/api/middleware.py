@@ -8,6 +8,7 @@ import time
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tongbao.api.problems import internal_error
 from tongbao.ids import new_id
 
 log = structlog.get_logger("tongbao.access")
@@ -31,17 +32,24 @@ class RequestContext:
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
         status = 500
+        responded = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, responded
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, responded = message["status"], True
                 message.setdefault("headers", [])
                 message["headers"].append((b"x-request-id", request_id.encode()))
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            # Here, not in an exception handler: Starlette runs those outside all
+            # middleware, where the request id is already gone.
+            log.exception("unhandled_error")
+            if not responded:
+                await internal_error()(scope, receive, send_with_id)
         finally:
             log.info(
                 "request",

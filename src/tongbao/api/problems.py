@@ -73,12 +73,14 @@ def install(app: FastAPI) -> None:
         code = codes.get(exc.status_code, "http_error")
         return problem_response(exc.status_code, code, str(exc.detail), str(exc.detail))
 
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> Response:
-        log.exception("unhandled_error")
-        return problem_response(
-            500,
-            "internal_error",
-            "Internal error",
-            "something went wrong on our side; nothing was changed if the request failed",
-        )
+
+def internal_error() -> Response:
+    """The answer to an unexpected failure (sent by the request middleware, which
+    still knows the request id)."""
+    return problem_response(
+        500,
+        "internal_error",
+        "Internal error",
+        "something went wrong on our side; retrying with the same Idempotency-Key is "
+        "safe, and the request_id identifies the failure in our logs",
+    )

@@ -8,6 +8,7 @@ after listing what it found. Settings come from the environment / ``.env``
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import Connection
+from sqlalchemy.engine import make_url
 
 from tongbao import errors
 from tongbao.config import Settings
@@ -52,8 +54,20 @@ for sub, name in [
 ]:
     app.add_typer(sub, name=name)
 
-out = Console()
-err = Console(stderr=True)
+# Never wrap: a refusal is one line, and ids must survive being piped into scripts.
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def show(table: Table) -> None:
+    """A rich table on a terminal; tab-separated lines (header first) otherwise,
+    so ids and amounts are never truncated for scripts."""
+    if out.is_terminal:
+        show(table)
+        return
+    typer.echo("\t".join(str(column.header) for column in table.columns))
+    for cells in zip(*(column.cells for column in table.columns), strict=True):
+        typer.echo("\t".join(str(cell) for cell in cells))
 
 
 def main() -> None:
@@ -222,7 +236,12 @@ def config_show() -> None:
     """Print the settings in effect (environment, .env, defaults)."""
     settings = Settings()
     for name, value in settings.model_dump(mode="json").items():
-        out.print(f"TONGBAO_{name.upper()}={value}", markup=False, highlight=False)
+        shown = value
+        if isinstance(value, dict | list):
+            shown = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        elif name == "database_url":
+            shown = make_url(value).render_as_string(hide_password=True)
+        typer.echo(f"TONGBAO_{name.upper()}={shown}")
 
 
 @config_app.command("docs")
@@ -266,7 +285,7 @@ def accounts_list(
                     format_yuan(bal.held),
                     format_yuan(bal.available),
                 )
-            out.print(table)
+            show(table)
 
         platform.db.read(read)
 
@@ -298,7 +317,7 @@ def accounts_show(account_id: str, limit: Annotated[int, typer.Option()] = 20) -
                     line.reference or "",
                     line.created_at.isoformat(),
                 )
-            out.print(table)
+            show(table)
 
         platform.db.read(read)
 
@@ -333,7 +352,7 @@ def tx_list(
                     format_yuan(order.fee),
                     order.created_at.isoformat(),
                 )
-            out.print(table)
+            show(table)
 
         platform.db.read(read)
 
@@ -372,9 +391,34 @@ def tx_show(payment: Annotated[str, typer.Argument(help="Payment id or serial nu
                     event.note or "",
                     event.at.isoformat(),
                 )
-            out.print(table)
+            show(table)
 
         platform.db.read(read)
+
+
+@tx_app.command("verify")
+def tx_verify() -> None:
+    """Find error transactions (PAY-13): payments whose ledger movements differ
+    from what their state says. Exits 1 if there are any."""
+    from tongbao.payments.verify import TARGET_ERROR_RATE, verify_payments  # noqa: PLC0415
+
+    with platform_for() as platform:
+        report = platform.db.read(lambda conn: verify_payments(conn, platform.ledger))
+    for e in report.errors:
+        err.print(
+            f"{e.serial_no} ({e.payment_id}, {e.state}): expected {e.expected}, booked {e.actual}",
+            markup=False,
+            highlight=False,
+        )
+    summary = (
+        f"{report.checked} payments, {len(report.errors)} error transactions "
+        f"({report.error_rate:.4%}; target at most {TARGET_ERROR_RATE:.2%})"
+    )
+    if report.ok:
+        out.print(f"payments OK: {summary}")
+        return
+    err.print(f"payments BROKEN: {summary}")
+    raise typer.Exit(1)
 
 
 @ledger_app.command("verify")
@@ -425,7 +469,7 @@ def notifications_list(
     table = Table("delivered", "to", "kind", "text")
     for m in page.items:
         table.add_row(m.delivered_at.isoformat(), m.recipient_id, m.kind, m.text)
-    out.print(table)
+    show(table)
 
 
 @notifications_app.command("dispatch")
@@ -473,7 +517,7 @@ def customers_list() -> None:
     table = Table("customer", "kind", "name", "status", "account")
     for c in customers:
         table.add_row(c.id, c.kind, c.name, c.status, c.account_id)
-    out.print(table)
+    show(table)
 
 
 @calendar_app.command("import")

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Annotated
 
 import orjson
+import structlog
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
@@ -189,6 +190,7 @@ def verify_payment(
             ),
             attempts_left=max(result.attempts_left, 0),
             payment=payment,
+            request_id=structlog.contextvars.get_contextvars().get("request_id"),
         )
 
     def complete(text: str) -> tuple[int, BaseModel]:
@@ -218,6 +220,7 @@ class _VerificationProblem(BaseModel):
     detail: str
     attempts_left: int
     payment: s.Payment
+    request_id: str | None = None
 
 
 @router.post(
