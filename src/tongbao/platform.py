@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from datetime import timedelta
+from functools import partial
 
 import structlog
 
@@ -107,12 +108,28 @@ class Platform:
             if isinstance(bank, SimulatedBank):
                 done["bank_settled"] = done.get("bank_settled", 0) + bank.advance()
         done.update(self.payments.tick())
+        done["holds_expired"] = self._expire_holds()
         done["notified"] = self.notifications.dispatch(self.db).sent
         forget_before = self.clock.now() - timedelta(hours=self.settings.idempotency_ttl_hours)
         done["keys_forgotten"] = self.db.run(
             lambda conn: self.idempotency.purge(conn, older_than=forget_before)
         )
         return done
+
+    def _expire_holds(self) -> int:
+        """Any hold whose time is up and that nobody resolved gets its final state.
+
+        Payments fail their own waiting holds first (with a reason for the
+        customer); this catches the rest, so every hold ends exactly once.
+        """
+        expired = 0
+        for hold_id in self.db.read(self.ledger.due_holds):
+            try:
+                self.db.run(partial(self.ledger.expire_hold, hold_id=hold_id))
+                expired += 1
+            except errors.HoldNotPending:  # resolved meanwhile by someone else
+                continue
+        return expired
 
     def run_background(self, stop: threading.Event) -> None:
         """Run :meth:`tick` every ``background_interval_seconds`` until ``stop`` is set."""

@@ -147,6 +147,8 @@ class Customers:
         customer = db.read(lambda conn: self.get(conn, customer_id))
         if customer.status is CustomerStatus.CLOSED:
             raise errors.Forbidden("a closed customer cannot bind cards")
+        if db.read(lambda conn: self._bound(conn, customer_id, number)):
+            raise errors.CardAlreadyExists(f"card {bankcard.mask(number)} is already bound")
         agreement = bank.sign_agreement(CardVerification(number, holder_name, phone, expires_on))
         card = BankCard(
             id=new_id("card"),
@@ -185,6 +187,15 @@ class Customers:
                 raise errors.InvalidRequest("this card agreement is already recorded") from exc
             raise
         return card
+
+    def _bound(self, conn: Connection, customer_id: str, number: str) -> bool:
+        c = t.bank_cards.c
+        found = conn.execute(
+            select(c.id).where(
+                c.customer_id == customer_id, c.card_number == number, c.status == "bound"
+            )
+        ).first()
+        return found is not None
 
     def cards(self, conn: Connection, customer_id: str) -> list[BankCard]:
         rows = conn.execute(

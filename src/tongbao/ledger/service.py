@@ -396,6 +396,22 @@ class Ledger:
         ).scalars()
         return [self.entry(conn, entry_id) for entry_id in ids]
 
+    def net_movements(self, conn: Connection) -> dict[str, dict[str, int]]:
+        """Per business reference, the net signed posting (debit positive) on each
+        account, over all entries carrying that reference. Zero nets are left out."""
+        p, e = t.postings, t.entries
+        rows = conn.execute(
+            select(e.c.reference, p.c.account_id, func.sum(p.c.amount))
+            .join(e, e.c.id == p.c.entry_id)
+            .where(e.c.reference.is_not(None))
+            .group_by(e.c.reference, p.c.account_id)
+        )
+        nets: dict[str, dict[str, int]] = {}
+        for reference, account_id, total in rows:
+            if int(total):
+                nets.setdefault(reference, {})[account_id] = int(total)
+        return nets
+
     def statement(
         self, conn: Connection, account_id: str, *, cursor: str | None = None, limit: int = 20
     ) -> Page[StatementLine]:

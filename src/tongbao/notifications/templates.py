@@ -115,6 +115,13 @@ def _payment_succeeded(p: Mapping[str, Any], k: str) -> str:
     )
 
 
+def _topup_succeeded(p: Mapping[str, Any], k: str) -> str:
+    return (
+        f"您于{_time(p, k, 'completed_at')}从{_text(p, k, 'payer_name')}向钱包充值{_amount(p, k)}，"
+        f"流水号{_text(p, k, 'serial_no')}。"
+    )
+
+
 def _payment_received(p: Mapping[str, Any], k: str) -> str:
     return (
         f"您于{_time(p, k, 'completed_at')}收到{_text(p, k, 'payer_name')}付款{_amount(p, k)}，"
@@ -183,6 +190,7 @@ def _generic(p: Mapping[str, Any], k: str) -> str:
 _TEMPLATES: Final[dict[str, Callable[[Mapping[str, Any], str], str]]] = {
     "payment_succeeded": _payment_succeeded,
     "payment_received": _payment_received,
+    "topup_succeeded": _topup_succeeded,
     "payment_failed": _payment_failed,
     "payment_pending_review": _payment_pending_review,
     "verification_code": _verification_code,

@@ -43,7 +43,7 @@ from tongbao.clock import SHANGHAI, Clock, business_date
 from tongbao.config import FeeBearer, Settings
 from tongbao.customers import Customer, Customers, CustomerStatus
 from tongbao.ids import new_id
-from tongbao.ledger import AccountType, Ledger, Posting
+from tongbao.ledger import AccountType, HoldState, Ledger, Posting, transfer_postings
 from tongbao.money import CURRENCY, check_fen, format_yuan
 from tongbao.notifications import Notifications
 from tongbao.pagination import Page, check_limit, page_of
@@ -63,13 +63,14 @@ from tongbao.payments.model import (
     failure,
     split,
 )
-from tongbao.storage import Database
+from tongbao.storage import Database, RetryTransactionError, is_unique_violation
 from tongbao.storage.prepared import Prepared
 
 _INSERT_ORDER = Prepared(insert(t.payment_orders))
 _INSERT_EVENT = Prepared(insert(t.payment_events))
 _SYSTEM = "system"
 _WAITING = (PaymentState.AWAITING_VERIFICATION, PaymentState.UNDER_REVIEW)
+_VISIBLE_TO_PAYEE = (PaymentState.PROCESSING, PaymentState.SUCCEEDED, PaymentState.FAILED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,8 +297,12 @@ class Payments:
         wanted = "merchant" if request.kind is PaymentKind.MERCHANT_PAYMENT else "person"
         if payee is None or payee.kind.value != wanted:
             raise errors.AccountNotFound(f"no {wanted} account {payee_id}")
-        if payee.status is not CustomerStatus.ACTIVE:
-            raise errors.AccountClosed(f"account {payee_id} cannot receive payments")
+        # The ledger lets money into a frozen account (for corrections and
+        # refunds), but customers cannot send new payments to one (ACC-9).
+        if payee.status is CustomerStatus.FROZEN:
+            raise errors.AccountFrozen(f"account {payee_id} is frozen and cannot receive payments")
+        if payee.status is CustomerStatus.CLOSED:
+            raise errors.AccountClosed(f"account {payee_id} is closed")
         if request.kind is PaymentKind.TRANSFER and self.settings.familiar_payee_check:
             self._check_payee_name(conn, customer, payee, request.payee_name)
         return payee
@@ -482,6 +487,18 @@ class Payments:
         )
         order = change.order
         completed = now.isoformat()
+        if order.kind is PaymentKind.TOPUP:
+            change.notify(
+                order.customer_id,
+                "topup_succeeded",
+                {
+                    "serial_no": order.serial_no,
+                    "amount_fen": order.split.credit,
+                    "payer_name": order.payer_name,
+                    "completed_at": completed,
+                },
+            )
+            return
         change.notify(
             order.customer_id,
             "payment_succeeded",
@@ -512,10 +529,7 @@ class Payments:
     ) -> None:
         reason = failure(code)
         order = change.order
-        if order.hold_id is not None:
-            hold = self.ledger.hold(conn, order.hold_id)
-            if hold.state.value == "pending":
-                self.ledger.void_hold(conn, order.hold_id)
+        self._release(conn, order)
         message = f"{reason.message} {detail}" if detail else reason.message
         change.move(
             PaymentState.FAILED,
@@ -535,6 +549,24 @@ class Payments:
                 "retry_hint": reason.retry_hint,
             },
         )
+
+    def _release(self, conn: Connection, order: PaymentOrder) -> None:
+        """Give back a payment's reserved money: void its hold, or expire it if its time is up."""
+        if order.hold_id is None:
+            return
+        hold = self.ledger.hold(conn, order.hold_id)
+        if hold.state is not HoldState.PENDING:
+            return
+        if hold.expires_at <= self.clock.now():
+            self.ledger.expire_hold(conn, order.hold_id)
+        else:
+            self.ledger.void_hold(conn, order.hold_id)
+
+    def _usable_hold(self, conn: Connection, order: PaymentOrder) -> bool:
+        if order.hold_id is None:
+            return False
+        hold = self.ledger.hold(conn, order.hold_id)
+        return hold.state is HoldState.PENDING and hold.expires_at > self.clock.now()
 
     # ------------------------------------------------------------ verification
 
@@ -577,7 +609,7 @@ class Payments:
             .order_by(o.c.id)
             .limit(limit)
         )
-        return [_order(r._mapping) for r in rows]
+        return [order_from_row(r._mapping) for r in rows]
 
     def approve(
         self, conn: Connection, reviewer: Principal, payment_id: str, note: str = ""
@@ -644,15 +676,22 @@ class Payments:
             else InstructionDirection.CREDIT
         )
         amount = order.split.debit if order.kind is PaymentKind.TOPUP else order.split.credit
-        receipt = bank.submit(
-            Instruction(
-                order.id,
-                direction,
-                card.agreement_id,
-                amount,
-                memo=f"{order.kind} {order.serial_no}",
+        # After a crash the bank may already hold our instruction: its answer counts.
+        receipt = bank.status(order.id)
+        if receipt is None:
+            if order.kind is PaymentKind.WITHDRAWAL and not self.db.read(
+                lambda conn: self._usable_hold(conn, order)
+            ):
+                return self.db.run(lambda conn: self._give_up(conn, payment_id, "hold_expired"))
+            receipt = bank.submit(
+                Instruction(
+                    order.id,
+                    direction,
+                    card.agreement_id,
+                    amount,
+                    memo=f"{order.kind} {order.serial_no}",
+                )
             )
-        )
 
         def record(conn: Connection) -> PaymentOrder:
             change = self._load(conn, payment_id)
@@ -667,10 +706,7 @@ class Payments:
                     self._book_topup(conn, change, receipt.bank_reference)
             else:
                 # Accepted (or already settled): the money leaves the wallet now.
-                if change.order.hold_id is not None:
-                    self.ledger.post_hold(
-                        conn, change.order.hold_id, description=f"withdrawal {order.serial_no}"
-                    )
+                self._debit_withdrawal(conn, change)
                 change.set(bank_reference=receipt.bank_reference)
                 change.notify(
                     order.customer_id,
@@ -686,6 +722,49 @@ class Payments:
             return self._flush(conn, change)
 
         return self.db.run(record, what="record bank outcome")
+
+    def _give_up(self, conn: Connection, payment_id: str, code: str) -> PaymentOrder:
+        change = self._load(conn, payment_id)
+        if not self.needs_bank(change.order):
+            return change.order
+        self._fail(conn, change, code, _SYSTEM)
+        return self._flush(conn, change)
+
+    def _debit_withdrawal(self, conn: Connection, change: _Change) -> None:
+        """The bank accepted a withdrawal: move the debit from the wallet to transit.
+
+        Normally by posting the hold. If the hold ran out before the bank
+        answered, the bank has the money all the same: debit the wallet
+        directly, and if it no longer has the money, book the debit to
+        suspense, where the back office recovers it (PAY-13) — the books
+        balance either way.
+        """
+        order = change.order
+        description = f"withdrawal {order.serial_no}"
+        if self._usable_hold(conn, order):
+            self.ledger.post_hold(conn, order.hold_id or "", description=description)
+            return
+        self._release(conn, order)
+        debit = order.split.debit
+        transit = self._transit(conn)
+        try:
+            with conn.begin_nested():
+                self.ledger.transfer(
+                    conn,
+                    transfer_postings(order.payer_account_id, transit, debit),
+                    reference=order.id,
+                    description=description,
+                )
+        except (errors.InsufficientFunds, errors.AccountFrozen, errors.AccountClosed) as exc:
+            self.ledger.transfer(
+                conn,
+                transfer_postings(self.ledger.account_id_by_code(conn, SUSPENSE), transit, debit),
+                reference=order.id,
+                description=f"{description}: wallet short after hold expiry, to recover",
+            )
+            change.note(
+                _SYSTEM, self.clock.now(), f"booked to suspense for recovery: {exc.code} (PAY-13)"
+            )
 
     def _book_topup(self, conn: Connection, change: _Change, bank_reference: str | None) -> None:
         order = change.order
@@ -805,6 +884,10 @@ class Payments:
         change = self._load(conn, payment_id)
         if change.order.state is not PaymentState.PROCESSING:
             return
+        if not self._usable_hold(conn, change.order):
+            self._fail(conn, change, "hold_expired", _SYSTEM)
+            self._flush(conn, change)
+            return
         try:
             with conn.begin_nested():
                 self._execute_wallet(conn, change)
@@ -845,11 +928,17 @@ class Payments:
             if expires > now:
                 return False
             self._fail(conn, change, "verification_expired", _SYSTEM)
-        elif order.state is PaymentState.UNDER_REVIEW and order.hold_id is not None:
-            hold = self.ledger.hold(conn, order.hold_id)
-            if hold.expires_at > now:
+        elif order.state is PaymentState.UNDER_REVIEW:
+            # The hold's lifetime is the review deadline; a top-up holds nothing,
+            # so its deadline counts from when it entered review.
+            if order.hold_id is not None:
+                deadline = self.ledger.hold(conn, order.hold_id).expires_at
+            else:
+                deadline = order.updated_at + timedelta(
+                    seconds=self.settings.payment_hold_ttl_seconds
+                )
+            if deadline > now:
                 return False
-            self.ledger.expire_hold(conn, order.hold_id)
             self._fail(conn, change, "review_expired", _SYSTEM)
         else:
             return False
@@ -991,10 +1080,13 @@ class Payments:
         row = conn.execute(select(o).where(column == payment_id)).first()
         if row is None:
             raise errors.PaymentNotFound(f"no payment {payment_id}")
-        order = _order(row._mapping)
-        if customer_id is not None and customer_id not in (
-            order.customer_id,
-            self._owner(conn, order.payee_account_id),
+        order = order_from_row(row._mapping)
+        if customer_id is not None and not (
+            order.customer_id == customer_id
+            or (
+                order.state in _VISIBLE_TO_PAYEE
+                and self._owner(conn, order.payee_account_id) == customer_id
+            )
         ):
             raise errors.PaymentNotFound(f"no payment {payment_id}")
         return order
@@ -1026,8 +1118,13 @@ class Payments:
     ) -> Page[PaymentOrder]:
         """The customer's payments, sent and received, newest first (PAY-7)."""
         o = t.payment_orders
+        # The payee sees a payment once it is under way, not the payer's quotes.
         query = select(o).where(
-            (o.c.customer_id == customer.id) | (o.c.payee_account_id == customer.account_id)
+            (o.c.customer_id == customer.id)
+            | (
+                (o.c.payee_account_id == customer.account_id)
+                & o.c.state.in_([state.value for state in _VISIBLE_TO_PAYEE])
+            )
         )
         return self._page(conn, query, filters, cursor, limit)
 
@@ -1052,7 +1149,7 @@ class Payments:
         if cursor:
             query = query.where(o.c.id < cursor)
         rows = conn.execute(query.order_by(o.c.id.desc()).limit(limit + 1))
-        return page_of([_order(r._mapping) for r in rows], limit, lambda p: p.id)
+        return page_of([order_from_row(r._mapping) for r in rows], limit, lambda p: p.id)
 
     def events(self, conn: Connection, payment_id: str) -> list[PaymentEvent]:
         e = t.payment_events
@@ -1085,7 +1182,7 @@ class Payments:
         row = conn.execute(select(o).where(o.c.id == payment_id).with_for_update()).first()
         if row is None or (customer_id is not None and row.customer_id != customer_id):
             raise errors.PaymentNotFound(f"no payment {payment_id}")
-        order = _order(row._mapping)
+        order = order_from_row(row._mapping)
         seq = conn.execute(
             select(func.coalesce(func.max(t.payment_events.c.seq), 0)).where(
                 t.payment_events.c.payment_id == payment_id
@@ -1097,7 +1194,14 @@ class Payments:
         order = change.order
         row = _row(order)
         if change.new:
-            _INSERT_ORDER.run(conn, row)
+            try:
+                _INSERT_ORDER.run(conn, row)
+            except Exception as exc:
+                if is_unique_violation(exc) and "serial_no" in str(exc):
+                    # Two orders drew the same serial in the same millisecond:
+                    # run the whole transaction again, which draws a new one.
+                    raise RetryTransactionError(f"serial number {order.serial_no} taken") from exc
+                raise
         else:
             o = t.payment_orders
             result = conn.execute(
@@ -1184,7 +1288,7 @@ def _row(order: PaymentOrder) -> dict[str, Any]:
     return row
 
 
-def _order(r: RowMapping) -> PaymentOrder:
+def order_from_row(r: RowMapping) -> PaymentOrder:
     values = dict(r)
     values["kind"] = PaymentKind(values["kind"])
     values["state"] = PaymentState(values["state"])

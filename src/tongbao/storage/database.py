@@ -47,8 +47,15 @@ def _driver_error(exc: BaseException) -> BaseException:
     return exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
 
 
+class RetryTransactionError(Exception):
+    """Raised inside a transaction to have :meth:`Database.run` roll it back and
+    run it again (e.g. a randomly drawn unique value collided)."""
+
+
 def is_retryable(exc: BaseException) -> bool:
     """Whether a failed transaction can safely be run again from the start."""
+    if isinstance(exc, RetryTransactionError):
+        return True
     orig = _driver_error(exc)
     if getattr(orig, "sqlstate", None) in _RETRYABLE_SQLSTATES:
         return True
