@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -21,7 +21,11 @@ from tongbao.platform import Platform
 _bearer = HTTPBearer(auto_error=False, description="An API token, `tbk_…`.")
 
 
-def get_platform(request: Request) -> Platform:
+# Dependencies that do no I/O are ``async``: FastAPI runs a plain ``def``
+# dependency in its thread pool, and each hand-off costs more than the work.
+
+
+async def get_platform(request: Request) -> Platform:
     platform: Platform = request.app.state.platform
     return platform
 
@@ -55,14 +59,14 @@ def get_caller(
 CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
-def get_principal(caller: CallerDep) -> Principal:
+async def get_principal(caller: CallerDep) -> Principal:
     return caller.principal
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-def get_customer(caller: CallerDep) -> Customer:
+async def get_customer(caller: CallerDep) -> Customer:
     if caller.customer is None:
         raise errors.Forbidden("this endpoint is for customers")
     return caller.customer
@@ -71,10 +75,10 @@ def get_customer(caller: CallerDep) -> Customer:
 CustomerDep = Annotated[Customer, Depends(get_customer)]
 
 
-def require_staff(*roles: str) -> Callable[[Principal], Principal]:
+def require_staff(*roles: str) -> Callable[[Principal], Awaitable[Principal]]:
     """A dependency admitting staff holding one of ``roles``."""
 
-    def check(principal: PrincipalDep) -> Principal:
+    async def check(principal: PrincipalDep) -> Principal:
         if principal.type is not PrincipalType.STAFF:
             raise errors.Forbidden("this endpoint is for staff")
         if not principal.roles & set(roles):

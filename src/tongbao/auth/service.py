@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from tongbao import errors
 from tongbao.auth import tables as t
 from tongbao.auth.model import Principal, PrincipalType, new_token, token_hash
 from tongbao.clock import Clock
 from tongbao.ids import new_id
+from tongbao.storage.prepared import Prepared
+
+_TOKEN = Prepared(select(t.api_tokens).where(t.api_tokens.c.token_hash == bindparam("p_hash")))
 
 
 class Auth:
@@ -53,24 +56,22 @@ class Auth:
         """The principal a bearer token stands for, or :class:`errors.Unauthenticated`."""
         if not token:
             raise errors.Unauthenticated("send 'Authorization: Bearer <token>'")
-        row = conn.execute(
-            select(t.api_tokens).where(t.api_tokens.c.token_hash == token_hash(token))
-        ).first()
+        row = _TOKEN.first(conn, {"p_hash": token_hash(token)})
         now = self.clock.now()
-        if row is None or row.revoked_at is not None:
+        if row is None or row["revoked_at"] is not None:
             raise errors.Unauthenticated("the token is unknown or revoked")
-        if row.expires_at is not None and row.expires_at <= now:
+        if row["expires_at"] is not None and row["expires_at"] <= now:
             raise errors.Unauthenticated("the token has expired")
-        principal_type = PrincipalType(row.principal_type)
+        principal_type = PrincipalType(row["principal_type"])
         roles: frozenset[str] = frozenset()
         if principal_type is PrincipalType.STAFF:
             staff = conn.execute(
-                select(t.staff_members).where(t.staff_members.c.id == row.principal_id)
+                select(t.staff_members).where(t.staff_members.c.id == row["principal_id"])
             ).first()
             if staff is None or staff.status != "active":
                 raise errors.Unauthenticated("the staff member is not active")
             roles = frozenset(r for r in staff.roles.split(",") if r)
-        return Principal(principal_type, row.principal_id, roles)
+        return Principal(principal_type, row["principal_id"], roles)
 
     def revoke_tokens(
         self, conn: Connection, principal_type: PrincipalType, principal_id: str

@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import Connection, RowMapping, insert, select, update
+from sqlalchemy import Connection, RowMapping, bindparam, insert, select, update
 
 from tongbao import errors
 from tongbao.banking import BankChannel, CardVerification
@@ -23,6 +24,7 @@ from tongbao.customers import tables as t
 from tongbao.ids import new_id
 from tongbao.ledger import AccountType, Ledger
 from tongbao.storage import Database, is_unique_violation
+from tongbao.storage.prepared import Prepared
 
 
 class CustomerKind(StrEnum):
@@ -67,6 +69,13 @@ class BankCard:
         return today > self.expires_on
 
 
+# Read on every request and payment, so compiled once (see storage.prepared).
+_BY_ID = Prepared(select(t.customers).where(t.customers.c.id == bindparam("p_id")))
+_BY_ACCOUNT = Prepared(
+    select(t.customers).where(t.customers.c.account_id == bindparam("p_account"))
+)
+
+
 class Customers:
     def __init__(self, ledger: Ledger, clock: Clock, banks: Mapping[str, BankChannel]) -> None:
         self.ledger = ledger
@@ -105,16 +114,14 @@ class Customers:
         )
 
     def get(self, conn: Connection, customer_id: str) -> Customer:
-        row = conn.execute(select(t.customers).where(t.customers.c.id == customer_id)).first()
+        row = _BY_ID.first(conn, {"p_id": customer_id})
         if row is None:
             raise errors.NotFound(f"no customer {customer_id}")
-        return _customer(row._mapping)
+        return _customer(row)
 
     def by_account(self, conn: Connection, account_id: str) -> Customer | None:
-        row = conn.execute(
-            select(t.customers).where(t.customers.c.account_id == account_id)
-        ).first()
-        return None if row is None else _customer(row._mapping)
+        row = _BY_ACCOUNT.first(conn, {"p_account": account_id})
+        return None if row is None else _customer(row)
 
     def search(self, conn: Connection, *, limit: int = 100) -> list[Customer]:
         rows = conn.execute(select(t.customers).order_by(t.customers.c.id).limit(limit))
@@ -239,7 +246,7 @@ class Customers:
         return card
 
 
-def _customer(r: RowMapping) -> Customer:
+def _customer(r: RowMapping | dict[str, Any]) -> Customer:
     return Customer(
         id=r["id"],
         kind=CustomerKind(r["kind"]),

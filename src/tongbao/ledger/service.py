@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     Connection,
@@ -61,7 +61,7 @@ from tongbao.pagination import Page, check_limit, page_of
 
 if TYPE_CHECKING:
     from tongbao.ledger.batch import BatchResult, BatchTransfer
-from tongbao.storage.prepared import Prepared
+from tongbao.storage.prepared import Prepared, pipeline
 
 _b = t.balances
 
@@ -662,17 +662,18 @@ class Ledger:
             self._check_maximum(abs(posting.amount))
         accounts = self.static_accounts(conn, [p.account_id for p in postings])
         _same_currency(accounts.values(), currency)
-        after: dict[str, int | None] = {}
-        for posting in sorted(postings, key=lambda p: p.account_id):
-            account = accounts[posting.account_id]
-            row = self._apply(
-                conn,
-                account,
-                self.pick_bucket(account),
-                posting_delta(posting.amount),
-                posting.amount,
-            )
-            after[posting.account_id] = _single_bucket_ledger(account, row)
+        after = self._apply_pair(
+            conn,
+            *(
+                (
+                    accounts[p.account_id],
+                    self.pick_bucket(accounts[p.account_id]),
+                    posting_delta(p.amount),
+                    p.amount,
+                )
+                for p in postings
+            ),
+        )
         entry = JournalEntry(
             id=new_id("je"),
             kind=kind,
@@ -691,21 +692,33 @@ class Ledger:
         conn: Connection,
         *changes: tuple[Account, int, Balance, int | None],
     ) -> dict[str, int | None]:
-        """Apply balance changes in account order; return ledger balances after."""
+        """Apply balance changes in account order; return ledger balances after.
+
+        The updates go out together (one round trip on PostgreSQL) and are
+        executed in the order sent, so rows are still locked in account order.
+        """
+        ordered = sorted(changes, key=lambda c: c[0].id)
+        with pipeline(conn):
+            cursors = [self._send(conn, *change) for change in ordered]
+        rows = []
+        for cursor in cursors:  # read and close all first: SQLite cannot commit
+            rows.append(cursor.fetchone())  # while a RETURNING statement is half read
+            cursor.close()
         after: dict[str, int | None] = {}
-        for account, bucket, delta, signed in sorted(changes, key=lambda c: c[0].id):
-            row = self._apply(conn, account, bucket, delta, signed)
-            after[account.id] = _single_bucket_ledger(account, row)
+        for (account, bucket, delta, _), row in zip(ordered, rows, strict=True):
+            if row is None:
+                raise self._refusal(conn, account, bucket, delta)
+            after[account.id] = _single_bucket_ledger(account, Balance(*row))
         return after
 
-    def _apply(
+    def _send(
         self, conn: Connection, account: Account, bucket: int, delta: Balance, signed: int | None
-    ) -> Balance:
-        """One conditional balance update. ``signed`` is the amount as a posting
-        (debit positive) to tell outflows, ``None`` for releases."""
+    ) -> Any:
+        """One conditional balance update; returns its cursor. ``signed`` is the
+        amount as a posting (debit positive) to tell outflows, ``None`` for releases."""
         outflow = signed is not None and is_outflow(signed, account.rules.normal)
         allowed = ("open", "open") if outflow else ("open", "frozen")
-        row = _APPLY.run(
+        return _APPLY.run(
             conn,
             {
                 "p_account": account.id,
@@ -717,10 +730,8 @@ class Ledger:
                 "p_dpe": delta.debits_pending,
                 "p_cpe": delta.credits_pending,
             },
-        ).fetchone()
-        if row is None:
-            raise self._refusal(conn, account, bucket, delta)
-        return Balance(row[0], row[1], row[2], row[3])
+            own_cursor=True,
+        )
 
     def _refusal(
         self, conn: Connection, account: Account, bucket: int, delta: Balance
@@ -748,32 +759,33 @@ class Ledger:
     def _insert_entry(
         self, conn: Connection, entry: JournalEntry, after: dict[str, int | None]
     ) -> None:
-        _INSERT_ENTRY.run(
-            conn,
-            {
-                "id": entry.id,
-                "kind": entry.kind.value,
-                "currency": entry.currency,
-                "reference": entry.reference,
-                "description": entry.description[:200],
-                "reverses_entry_id": entry.reverses_entry_id,
-                "hold_id": entry.hold_id,
-                "created_at": entry.created_at,
-            },
-        )
-        _INSERT_POSTING.many(
-            conn,
-            [
+        with pipeline(conn):  # entry and postings travel together
+            _INSERT_ENTRY.run(
+                conn,
                 {
-                    "account_id": p.account_id,
-                    "entry_id": entry.id,
-                    "amount": p.amount,
-                    "balance_after": after.get(p.account_id),
+                    "id": entry.id,
+                    "kind": entry.kind.value,
+                    "currency": entry.currency,
+                    "reference": entry.reference,
+                    "description": entry.description[:200],
+                    "reverses_entry_id": entry.reverses_entry_id,
+                    "hold_id": entry.hold_id,
                     "created_at": entry.created_at,
-                }
-                for p in entry.postings
-            ],
-        )
+                },
+            )
+            _INSERT_POSTING.many(
+                conn,
+                [
+                    {
+                        "account_id": p.account_id,
+                        "entry_id": entry.id,
+                        "amount": p.amount,
+                        "balance_after": after.get(p.account_id),
+                        "created_at": entry.created_at,
+                    }
+                    for p in entry.postings
+                ],
+            )
 
 
 def _same_currency(accounts: Iterable[Account], currency: str) -> None:

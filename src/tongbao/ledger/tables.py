@@ -19,6 +19,7 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Table,
+    text,
 )
 
 from tongbao.storage.metadata import metadata
@@ -74,11 +75,28 @@ entries = Table(
     Column("id", ID, primary_key=True),
     Column("kind", String(20), nullable=False),
     Column("currency", String(3), nullable=False),
-    Column("reference", String(64), index=True),
+    Column("reference", String(64)),
     Column("description", String(200), nullable=False),
-    Column("reverses_entry_id", ID, ForeignKey("ledger_entries.id"), unique=True),
+    # No self-reference key: reverse() locks and reads the original first, and
+    # `ledger verify` checks every reversal against it (L8).
+    Column("reverses_entry_id", ID),
     Column("hold_id", ID),
     Column("created_at", UtcDateTime, nullable=False),
+    # Partial: most entries are no reversal, and batch postings may carry no
+    # reference; rows without the value cost no index work.
+    Index(
+        "uq_ledger_entries_reverses_entry_id",
+        "reverses_entry_id",
+        unique=True,
+        postgresql_where=text("reverses_entry_id IS NOT NULL"),
+        sqlite_where=text("reverses_entry_id IS NOT NULL"),
+    ),
+    Index(
+        "ix_ledger_entries_reference",
+        "reference",
+        postgresql_where=text("reference IS NOT NULL"),
+        sqlite_where=text("reference IS NOT NULL"),
+    ),
 )
 
 # No foreign keys on purpose: PostgreSQL checks them with a trigger per row,

@@ -68,8 +68,11 @@ def _entries_balance(conn: Connection) -> list[Discrepancy]:
     )
     for entry_id, count, total in rows:
         out.append(Discrepancy("L1", entry_id, f"{count} postings summing to {total}"))
+    # NOT EXISTS, not NOT IN: PostgreSQL runs it as a hashed anti-join at any size.
     orphans = conn.execute(
-        select(p.c.entry_id).where(~p.c.entry_id.in_(select(e.c.id))).distinct()
+        select(p.c.entry_id)
+        .where(~select(e.c.id).where(e.c.id == p.c.entry_id).exists())
+        .distinct()
     ).scalars()
     out += [Discrepancy("L1", entry_id, "postings without an entry") for entry_id in orphans]
     mixed = conn.execute(

@@ -8,8 +8,9 @@ stores messages in the database so they can be listed
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,4 +32,15 @@ class DeliveryFailedError(Exception):
 class NotificationChannel(Protocol):
     def deliver(self, message: Message) -> None:
         """Deliver one message or raise :class:`DeliveryFailedError`."""
+        ...
+
+
+@runtime_checkable
+class BatchNotificationChannel(NotificationChannel, Protocol):
+    """A channel that can take many messages at once (SMS gateways have batch
+    APIs). The dispatcher prefers it: a payment sends two notices, so under
+    load one call per message would cost more than the payments themselves."""
+
+    def deliver_batch(self, messages: Sequence[Message]) -> None:
+        """Deliver all of ``messages`` or raise; the dispatcher then retries them one by one."""
         ...

@@ -7,6 +7,7 @@ the dispatcher delivers twice (it delivers at least once) is stored once.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -47,21 +48,28 @@ class LocalChannel:
 
     def deliver(self, message: Message) -> None:
         """Store ``message`` in its own transaction; a repeated id changes nothing."""
-        row = {
-            "id": message.id,
-            "recipient_id": message.recipient_id,
-            "channel": message.channel,
-            "kind": message.kind,
-            "text": message.text,
-            "payload": orjson.dumps(message.payload, option=orjson.OPT_SORT_KEYS).decode(),
-            "delivered_at": self.clock.now(),
-        }
+        self.deliver_batch([message])
+
+    def deliver_batch(self, messages: Sequence[Message]) -> None:
+        """Store ``messages`` in one transaction; repeated ids change nothing."""
+        now = self.clock.now()
+        rows = [
+            {
+                "id": message.id,
+                "recipient_id": message.recipient_id,
+                "channel": message.channel,
+                "kind": message.kind,
+                "text": message.text,
+                "payload": orjson.dumps(message.payload, option=orjson.OPT_SORT_KEYS).decode(),
+                "delivered_at": now,
+            }
+            for message in messages
+        ]
+        if not rows:
+            return
         # INSERT … ON CONFLICT DO NOTHING exists in both dialects, under one spelling.
-        statement = (
-            postgresql.insert(_m).values(row).on_conflict_do_nothing(index_elements=[_m.c.id])
-            if self.db.dialect == "postgresql"
-            else sqlite.insert(_m).values(row).on_conflict_do_nothing(index_elements=[_m.c.id])
-        )
+        dialect = postgresql if self.db.dialect == "postgresql" else sqlite
+        statement = dialect.insert(_m).values(rows).on_conflict_do_nothing(index_elements=[_m.c.id])
         try:
             self.db.run(lambda conn: conn.execute(statement), what="local_notification")
         except DBAPIError as exc:

@@ -37,7 +37,12 @@ from tongbao import errors
 from tongbao.clock import Clock
 from tongbao.ids import new_id
 from tongbao.notifications import tables as t
-from tongbao.notifications.channel import DeliveryFailedError, Message, NotificationChannel
+from tongbao.notifications.channel import (
+    BatchNotificationChannel,
+    DeliveryFailedError,
+    Message,
+    NotificationChannel,
+)
 from tongbao.notifications.templates import render
 from tongbao.storage.database import Database
 from tongbao.storage.prepared import Prepared
@@ -237,17 +242,35 @@ class Notifications:
         claimed, exhausted = db.run(
             lambda conn: self._claim(conn, limit, lease_end), what="outbox_claim"
         )
-        sent = retried = 0
+        retried = 0
         failed = exhausted
         left: list[_Claimed] = []
-        for index, row in enumerate(claimed):
+        ready: list[tuple[_Claimed, Message]] = []
+        for row in claimed:
+            message = self._message(db, row)
+            if message is None:
+                failed += 1
+            else:
+                ready.append((row, message))
+        delivered: list[str] = []
+        if ready and isinstance(self.channel, BatchNotificationChannel):
+            try:
+                self.channel.deliver_batch([message for _, message in ready])
+                delivered, ready = [row.id for row, _ in ready], []
+            except Exception:  # one by one below, so a bad message fails alone
+                log.warning("outbox_batch_failed", size=len(ready))
+        for index, (row, message) in enumerate(ready):
             if self.clock.now() >= lease_end:
-                left = claimed[index:]
+                left = [r for r, _ in ready[index:]]
                 break
-            outcome = self._deliver(db, row)
-            sent += outcome == SENT
+            outcome = self._deliver(db, row, message)
+            if outcome == SENT:
+                delivered.append(row.id)
             retried += outcome == PENDING
             failed += outcome == FAILED
+        if delivered:
+            db.run(lambda conn: self._record_sent(conn, delivered), what="outbox_record")
+        sent = len(delivered)
         if left:
             # Another dispatcher may now claim what is left; let it, and give
             # back the attempts this claim counted but never made.
@@ -306,17 +329,17 @@ class Notifications:
             .values(attempts=_o.c.attempts - 1, next_attempt_at=self.clock.now())
         )
 
-    def _deliver(self, db: Database, row: _Claimed) -> str:
-        """Deliver one claimed row and record the outcome; returns the new status."""
+    def _message(self, db: Database, row: _Claimed) -> Message | None:
+        """The message of a claimed row, or ``None`` (recorded as failed) if it
+        cannot be rendered — retrying cannot help that."""
         try:
             payload = orjson.loads(row.payload)
             text = render(row.kind, payload)
         except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
-            # Retrying cannot help a notification that cannot be rendered.
             log.error("outbox_unrenderable", id=row.id, kind=row.kind, error=str(exc))
             self._record(db, row.id, FAILED, error=f"cannot render: {exc}")
-            return FAILED
-        message = Message(
+            return None
+        return Message(
             id=row.id,
             recipient_id=row.recipient_id,
             channel=row.channel,
@@ -324,6 +347,10 @@ class Notifications:
             text=text,
             payload=payload,
         )
+
+    def _deliver(self, db: Database, row: _Claimed, message: Message) -> str:
+        """Deliver one message; record a failure at once, leave a success to the
+        caller (recorded with the others in one statement); returns the new status."""
         try:
             self.channel.deliver(message)
         except Exception as exc:
@@ -340,8 +367,15 @@ class Notifications:
             delay = backoff(row.attempts, base=self.retry_base, cap=self.retry_cap)
             self._record(db, row.id, PENDING, error=error, retry_at=self.clock.now() + delay)
             return PENDING
-        self._record(db, row.id, SENT)
         return SENT
+
+    def _record_sent(self, conn: Connection, ids: Sequence[str]) -> None:
+        # Only rows still pending: a "sent" written by another dispatcher stands.
+        conn.execute(
+            update(_o)
+            .where(_o.c.id.in_(ids), _o.c.status == PENDING)
+            .values(status=SENT, sent_at=self.clock.now())
+        )
 
     def _record(
         self,

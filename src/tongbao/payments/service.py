@@ -64,7 +64,7 @@ from tongbao.payments.model import (
     split,
 )
 from tongbao.storage import Database, RetryTransactionError, is_unique_violation
-from tongbao.storage.prepared import Prepared
+from tongbao.storage.prepared import Prepared, pipeline
 
 _INSERT_ORDER = Prepared(insert(t.payment_orders))
 _INSERT_EVENT = Prepared(insert(t.payment_events))
@@ -1191,18 +1191,11 @@ class Payments:
         return _Change(order, new=False, loaded_state=order.state, next_seq=int(seq) + 1)
 
     def _flush(self, conn: Connection, change: _Change) -> PaymentOrder:
+        """Write one payment's changes: the order, its events, its notices —
+        together, in one round trip where the database allows."""
         order = change.order
         row = _row(order)
-        if change.new:
-            try:
-                _INSERT_ORDER.run(conn, row)
-            except Exception as exc:
-                if is_unique_violation(exc) and "serial_no" in str(exc):
-                    # Two orders drew the same serial in the same millisecond:
-                    # run the whole transaction again, which draws a new one.
-                    raise RetryTransactionError(f"serial number {order.serial_no} taken") from exc
-                raise
-        else:
+        if not change.new:
             o = t.payment_orders
             result = conn.execute(
                 update(o)
@@ -1215,10 +1208,20 @@ class Payments:
             )
             if result.rowcount != 1:
                 raise errors.InvalidTransition(f"payment {order.id} changed concurrently")
-        if change.events:
-            _INSERT_EVENT.many(conn, change.events)
-        if change.notes:
-            self.notifications.enqueue_many(conn, change.notes)
+        try:
+            with pipeline(conn):
+                if change.new:
+                    _INSERT_ORDER.run(conn, row)
+                if change.events:
+                    _INSERT_EVENT.many(conn, change.events)
+                if change.notes:
+                    self.notifications.enqueue_many(conn, change.notes)
+        except Exception as exc:
+            if change.new and is_unique_violation(exc) and "serial_no" in str(exc):
+                # Two orders drew the same serial in the same millisecond: run
+                # the whole transaction again, which draws a new one.
+                raise RetryTransactionError(f"serial number {order.serial_no} taken") from exc
+            raise
         change.events, change.notes = [], []
         change.new, change.loaded_state = False, order.state
         return order

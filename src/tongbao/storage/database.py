@@ -82,13 +82,27 @@ class Database:
         self.max_retries = self.settings.db_max_retries
         if self.url.get_backend_name() == "sqlite":
             self.engine = self._sqlite_engine(echo)
+            self.read_engine = self.engine
         else:
+            # Reads get their own autocommit pool: at READ COMMITTED a read
+            # transaction adds two round trips and no consistency, and switching
+            # a pooled connection's mode on every checkout costs a round trip too.
+            self.read_engine = create_engine(
+                self.url,
+                echo=echo,
+                pool_size=self.settings.db_pool_size,
+                max_overflow=self.settings.db_pool_size,
+                pool_recycle=1800,
+                isolation_level="AUTOCOMMIT",
+            )
             self.engine = create_engine(
                 self.url,
                 echo=echo,
                 pool_size=self.settings.db_pool_size,
                 max_overflow=self.settings.db_pool_size,
-                pool_pre_ping=True,
+                # No pre-ping: it costs a round trip per transaction; connections
+                # are recycled instead, and a dead one fails its first statement.
+                pool_recycle=1800,
                 isolation_level="READ COMMITTED",
             )
 
@@ -137,13 +151,11 @@ class Database:
     @contextmanager
     def snapshot(self) -> Iterator[Connection]:
         """For reading: a deferred transaction on SQLite (no write lock, one
-        consistent snapshot); autocommit on PostgreSQL, where at READ COMMITTED
-        a transaction would add two round trips and no consistency."""
-        with self.engine.connect() as raw:
-            if self.dialect == "postgresql":
-                conn = raw.execution_options(isolation_level="AUTOCOMMIT")
-            else:
-                conn = raw.execution_options(sqlite_begin="DEFERRED")
+        consistent snapshot); autocommit on PostgreSQL (see ``read_engine``)."""
+        with self.read_engine.connect() as raw:
+            conn = (
+                raw.execution_options(sqlite_begin="DEFERRED") if self.dialect == "sqlite" else raw
+            )
             with conn.begin():
                 yield conn
 
@@ -172,3 +184,5 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self.read_engine is not self.engine:
+            self.read_engine.dispose()

@@ -46,18 +46,25 @@ def upgrade() -> None:
         sa.Column("reverses_entry_id", sa.String(length=40), nullable=True),
         sa.Column("hold_id", sa.String(length=40), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["reverses_entry_id"],
-            ["ledger_entries.id"],
-            name=op.f("fk_ledger_entries_reverses_entry_id_ledger_entries"),
-        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_ledger_entries")),
-        sa.UniqueConstraint("reverses_entry_id", name=op.f("uq_ledger_entries_reverses_entry_id")),
     )
-    with op.batch_alter_table("ledger_entries", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_ledger_entries_reference"), ["reference"], unique=False
-        )
+    # Partial indexes: most entries are no reversal, and batch postings may
+    # carry no reference; rows without the value cost no index work.
+    op.create_index(
+        "uq_ledger_entries_reverses_entry_id",
+        "ledger_entries",
+        ["reverses_entry_id"],
+        unique=True,
+        postgresql_where=sa.text("reverses_entry_id IS NOT NULL"),
+        sqlite_where=sa.text("reverses_entry_id IS NOT NULL"),
+    )
+    op.create_index(
+        "ix_ledger_entries_reference",
+        "ledger_entries",
+        ["reference"],
+        postgresql_where=sa.text("reference IS NOT NULL"),
+        sqlite_where=sa.text("reference IS NOT NULL"),
+    )
 
     op.create_table(
         "ledger_balances",
@@ -158,8 +165,8 @@ def downgrade() -> None:
 
     op.drop_table("ledger_holds")
     op.drop_table("ledger_balances")
-    with op.batch_alter_table("ledger_entries", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_ledger_entries_reference"))
+    op.drop_index("ix_ledger_entries_reference", "ledger_entries")
+    op.drop_index("uq_ledger_entries_reverses_entry_id", "ledger_entries")
 
     op.drop_table("ledger_entries")
     with op.batch_alter_table("ledger_accounts", schema=None) as batch_op:
