@@ -50,4 +50,6 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
         logger.propagate = True
     # Our own middleware writes one access line per request, with its id.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # Alembic narrates every start-up's schema check at INFO; not news.
+    logging.getLogger("alembic").setLevel(max(root.level, logging.WARNING))
     _configured = True

@@ -157,18 +157,16 @@ def _banner(platform: Any, host: str, port: int) -> None:
         err.print("No demo data. Create some with `tongbao demo seed`.\n")
         return
     customers = demo.seed(platform)
-    table = Table(title="Demo credentials (demo data only)", show_lines=False)
-    for column in ("who", "token", "account", "card"):
-        table.add_column(column)
+    # Plain lines, not a table: a narrow terminal would cut the ids short.
+    lines = ["Demo credentials (demo data only):"]
     for entry in customers:
-        table.add_row(
-            f"{entry.demo.name} ({entry.demo.kind})",
-            entry.demo.token,
-            entry.customer.account_id,
-            entry.card_id or "",
+        card = f"  card {entry.card_id}" if entry.card_id else ""
+        lines.append(
+            f"  {entry.demo.name} ({entry.demo.kind}): token {entry.demo.token}  "
+            f"account {entry.customer.account_id}{card}"
         )
-    table.add_row(f"{demo.DEMO_REVIEWER[1]} (staff: reviewer)", demo.DEMO_REVIEWER[2], "", "")
-    err.print(table)
+    lines.append(f"  {demo.DEMO_REVIEWER[1]} (staff, reviewer): token {demo.DEMO_REVIEWER[2]}")
+    err.print("\n".join(lines) + "\n", markup=False, highlight=False)
     lisi = customers[1].customer
     err.print(
         "Try it — 张三 pays 李四 12.34 yuan:\n"
