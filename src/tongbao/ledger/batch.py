@@ -37,21 +37,11 @@ from tongbao.ledger.model import (
     view,
 )
 from tongbao.ledger.service import Ledger
+from tongbao.ledger.statements import ENTRY_COLUMNS, POSTING_COLUMNS
 from tongbao.money import CURRENCY
 from tongbao.storage.prepared import sqlite_time
 
 _CHUNK = 5_000  # accounts locked per statement (SQLite's variable limit is 32766)
-_ENTRY_COLUMNS = (
-    "id",
-    "kind",
-    "currency",
-    "reference",
-    "description",
-    "reverses_entry_id",
-    "hold_id",
-    "created_at",
-)
-_POSTING_COLUMNS = ("account_id", "entry_id", "amount", "balance_after", "created_at")
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,8 +136,8 @@ def post_batch(
         results.append(BatchResult(entry_id, None))
 
     _write_back(conn, [r for r in rows.values() if r.touched])
-    _insert(conn, "ledger_entries", _ENTRY_COLUMNS, entries)
-    _insert(conn, "ledger_postings", _POSTING_COLUMNS, postings)
+    _insert(conn, "ledger_entries", ENTRY_COLUMNS, entries)
+    _insert(conn, "ledger_postings", POSTING_COLUMNS, postings)
     return results
 
 

@@ -16,17 +16,15 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import (
     Connection,
     RowMapping,
-    and_,
     bindparam,
     func,
     insert,
     literal_column,
-    or_,
     select,
     update,
 )
@@ -61,42 +59,11 @@ from tongbao.pagination import Page, check_limit, page_of
 
 if TYPE_CHECKING:
     from tongbao.ledger.batch import BatchResult, BatchTransfer
-from tongbao.storage.prepared import Prepared, pipeline
+from tongbao.ledger import statements
+from tongbao.storage.prepared import Prepared
 
 _b = t.balances
 
-# One statement changes one balance row, and only if, on the newest row
-# version, the account's status and no-overdraft rule still allow it.
-_APPLY = Prepared(
-    update(_b)
-    .where(
-        _b.c.account_id == bindparam("p_account"),
-        _b.c.bucket == bindparam("p_bucket"),
-        _b.c.status.in_([bindparam("p_status_a"), bindparam("p_status_b")]),
-        or_(
-            _b.c.no_overdraft.is_(False),
-            and_(
-                _b.c.normal_side == literal_column("'C'"),
-                _b.c.debits_posted + bindparam("p_dd") + _b.c.debits_pending + bindparam("p_dpe")
-                <= _b.c.credits_posted + bindparam("p_cd"),
-            ),
-            and_(
-                _b.c.normal_side == literal_column("'D'"),
-                _b.c.credits_posted + bindparam("p_cd") + _b.c.credits_pending + bindparam("p_cpe")
-                <= _b.c.debits_posted + bindparam("p_dd"),
-            ),
-        ),
-    )
-    .values(
-        debits_posted=_b.c.debits_posted + bindparam("p_dd"),
-        credits_posted=_b.c.credits_posted + bindparam("p_cd"),
-        debits_pending=_b.c.debits_pending + bindparam("p_dpe"),
-        credits_pending=_b.c.credits_pending + bindparam("p_cpe"),
-    )
-    .returning(_b.c.debits_posted, _b.c.credits_posted, _b.c.debits_pending, _b.c.credits_pending)
-)
-_INSERT_ENTRY = Prepared(insert(t.entries))
-_INSERT_POSTING = Prepared(insert(t.postings))
 _INSERT_HOLD = Prepared(insert(t.holds))
 _RESOLVE_HOLD = Prepared(
     update(t.holds)
@@ -692,46 +659,35 @@ class Ledger:
         conn: Connection,
         *changes: tuple[Account, int, Balance, int | None],
     ) -> dict[str, int | None]:
-        """Apply balance changes in account order; return ledger balances after.
-
-        The updates go out together (one round trip on PostgreSQL) and are
-        executed in the order sent, so rows are still locked in account order.
-        """
+        """Apply balance changes, in account order, in one statement; return the
+        ledger balances after. ``signed`` (the last item) is the amount as a
+        posting (debit positive) to tell outflows, ``None`` for releases."""
         ordered = sorted(changes, key=lambda c: c[0].id)
-        with pipeline(conn):
-            cursors = [self._send(conn, *change) for change in ordered]
-        rows = []
-        for cursor in cursors:  # read and close all first: SQLite cannot commit
-            rows.append(cursor.fetchone())  # while a RETURNING statement is half read
-            cursor.close()
+        rows = statements.apply_changes(
+            conn,
+            [
+                {
+                    "a": account.id,
+                    "k": bucket,
+                    # Releases and inflows are allowed on a frozen account; outflows not.
+                    "f": 0
+                    if signed is not None and is_outflow(signed, account.rules.normal)
+                    else 1,
+                    "dd": delta.debits_posted,
+                    "cd": delta.credits_posted,
+                    "dpe": delta.debits_pending,
+                    "cpe": delta.credits_pending,
+                }
+                for account, bucket, delta, signed in ordered
+            ],
+        )
         after: dict[str, int | None] = {}
-        for (account, bucket, delta, _), row in zip(ordered, rows, strict=True):
+        for account, bucket, delta, _ in ordered:
+            row = rows.get(account.id)
             if row is None:
                 raise self._refusal(conn, account, bucket, delta)
             after[account.id] = _single_bucket_ledger(account, Balance(*row))
         return after
-
-    def _send(
-        self, conn: Connection, account: Account, bucket: int, delta: Balance, signed: int | None
-    ) -> Any:
-        """One conditional balance update; returns its cursor. ``signed`` is the
-        amount as a posting (debit positive) to tell outflows, ``None`` for releases."""
-        outflow = signed is not None and is_outflow(signed, account.rules.normal)
-        allowed = ("open", "open") if outflow else ("open", "frozen")
-        return _APPLY.run(
-            conn,
-            {
-                "p_account": account.id,
-                "p_bucket": bucket,
-                "p_status_a": allowed[0],
-                "p_status_b": allowed[1],
-                "p_dd": delta.debits_posted,
-                "p_cd": delta.credits_posted,
-                "p_dpe": delta.debits_pending,
-                "p_cpe": delta.credits_pending,
-            },
-            own_cursor=True,
-        )
 
     def _refusal(
         self, conn: Connection, account: Account, bucket: int, delta: Balance
@@ -759,33 +715,29 @@ class Ledger:
     def _insert_entry(
         self, conn: Connection, entry: JournalEntry, after: dict[str, int | None]
     ) -> None:
-        with pipeline(conn):  # entry and postings travel together
-            _INSERT_ENTRY.run(
-                conn,
+        statements.insert_entry(
+            conn,
+            {
+                "id": entry.id,
+                "kind": entry.kind.value,
+                "currency": entry.currency,
+                "reference": entry.reference,
+                "description": entry.description[:200],
+                "reverses_entry_id": entry.reverses_entry_id,
+                "hold_id": entry.hold_id,
+                "created_at": entry.created_at,
+            },
+            [
                 {
-                    "id": entry.id,
-                    "kind": entry.kind.value,
-                    "currency": entry.currency,
-                    "reference": entry.reference,
-                    "description": entry.description[:200],
-                    "reverses_entry_id": entry.reverses_entry_id,
-                    "hold_id": entry.hold_id,
+                    "account_id": p.account_id,
+                    "entry_id": entry.id,
+                    "amount": p.amount,
+                    "balance_after": after.get(p.account_id),
                     "created_at": entry.created_at,
-                },
-            )
-            _INSERT_POSTING.many(
-                conn,
-                [
-                    {
-                        "account_id": p.account_id,
-                        "entry_id": entry.id,
-                        "amount": p.amount,
-                        "balance_after": after.get(p.account_id),
-                        "created_at": entry.created_at,
-                    }
-                    for p in entry.postings
-                ],
-            )
+                }
+                for p in entry.postings
+            ],
+        )
 
 
 def _same_currency(accounts: Iterable[Account], currency: str) -> None:
