@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from enum import StrEnum
 from functools import lru_cache
+from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -36,6 +37,16 @@ class FeeRule(BaseModel):
         if self.max_fen is not None and self.min_fen > self.max_fen:
             raise ValueError("min_fen must not exceed max_fen")
         return self
+
+
+def _default_retention() -> dict[str, int]:
+    return {
+        "transaction": 7,  # AUD-1 ([002]: transaction logs 7 years)
+        "customer": 5,  # AUD-1: identity records, counted from the end of the relationship
+        "dispute": 5,  # ERR-3
+        "audit": 7,
+        "notification": 1,
+    }
 
 
 def _default_fees() -> dict[str, FeeRule]:
@@ -124,6 +135,77 @@ class Settings(BaseSettings):
     """Probability that the simulated bank's statement disagrees with an
     instruction (wrong amount, missing line), for reconciliation drills."""
 
+    # --- encryption at rest (SEC-1, SEC-12) ---------------------------------------------
+    master_key: SecretStr | None = None
+    """Base64 of 32 random bytes that wrap the key ring (envelope encryption).
+    Prefer ``master_key_file``; a KMS/HSM plugs in through
+    ``tongbao.security.keyring.MasterKeyProvider``. Start-up refuses without one."""
+    master_key_file: Path | None = None
+    """File holding the master key (base64, mode 0600). ``tongbao keys init``
+    creates one; the quick start keeps it at ``var/master.key``."""
+    field_cipher: Literal["AES-256-GCM", "SM4-GCM"] = "AES-256-GCM"
+    """SEC-1/SEC-12: cipher for new field ciphertexts and key versions; both
+    always decrypt, so switching needs no downtime (run ``tongbao keys reencrypt``)."""
+    digest_algorithm: Literal["SHA-256", "SM3"] = "SHA-256"
+    """Hash for blind indexes (as HMAC) and the audit chain; SM3 is the national algorithm."""
+    reencrypt_batch_size: Annotated[int, Field(ge=1, le=10_000)] = 200
+    """Rows re-encrypted per transaction by ``tongbao keys reencrypt``."""
+
+    # --- staff, roles, dual control (SEC-4 … SEC-8, SEC-13, AUTH-3/6/9) ---------------
+    staff_password_min_length: Annotated[int, Field(ge=8, le=128)] = 12
+    """Shortest staff password accepted."""
+    staff_password_max_age_days: Annotated[int, Field(ge=1)] = 182
+    """AUTH-6: a staff password older than this must be changed before anything else."""
+    staff_login_max_failures: Annotated[int, Field(ge=1)] = 3
+    """AUTH-3: consecutive wrong passwords or codes that lock a staff login."""
+    staff_lockout_minutes: Annotated[int, Field(ge=1)] = 60
+    """AUTH-3: how long a locked staff login stays locked (an administrator may unlock)."""
+    staff_session_minutes: Annotated[int, Field(ge=1, le=24 * 60)] = 30
+    """Idle time after which a staff session ends."""
+    totp_issuer: str = "Tongbao"
+    """Issuer shown in authenticator apps for staff TOTP enrolment."""
+    dual_control_ttl_hours: Annotated[int, Field(ge=1, le=24 * 30)] = 24
+    """SEC-6: a dual-control request not approved within this time expires."""
+    behaviour_window_minutes: Annotated[int, Field(ge=1)] = 15
+    """SEC-8: window in which staff behaviour alerts count events."""
+    behaviour_failed_operations: Annotated[int, Field(ge=1)] = 5
+    """SEC-8: refused or failed operations by one staff member within the
+    window that raise an alert."""
+    behaviour_bulk_reads: Annotated[int, Field(ge=1)] = 50
+    """SEC-8/AUD-4: personal-data records read by one staff member within the
+    window that raise an alert."""
+    permission_review_days: Annotated[int, Field(ge=1)] = 90
+    """SEC-7: permission lists are reviewed at least this often (quarterly)."""
+
+    # --- audit and retention (AUD-1 … AUD-6, DATA-1) -------------------------------------
+    audit_checkpoint_file: Path = Path("var/audit-checkpoints.jsonl")
+    """AUD-3: signed checkpoints of the audit chain head, kept outside the
+    database so that removing the newest records is detected."""
+    audit_checkpoint_interval_seconds: Annotated[int, Field(ge=1)] = 60
+    """How often ``serve`` signs a checkpoint of the audit chain head."""
+    retention_years: dict[str, int] = Field(default_factory=_default_retention)
+    """AUD-1/ERR-3/AUD-6: years each record class is kept before the purge job
+    destroys it; JSON in the environment."""
+    privacy_policy_version: str = "2026-01"
+    """DATA-1: the privacy policy version customers consent to now."""
+
+    # --- HTTP hardening (SEC-2, SEC-11) ----------------------------------------------------
+    tls_certfile: Path | None = None
+    """PEM certificate (chain) for HTTPS; with ``tls_keyfile`` ``serve`` speaks only HTTPS."""
+    tls_keyfile: Path | None = None
+    """PEM private key for ``tls_certfile``."""
+    tls_min_version: Literal["TLSv1.2", "TLSv1.3"] = "TLSv1.2"
+    """SEC-2: oldest TLS version accepted; older protocols are refused."""
+    max_request_bytes: Annotated[int, Field(ge=1_024)] = 1_048_576
+    """Largest request body accepted (413 beyond)."""
+    rate_limit_per_minute: Annotated[int, Field(ge=1)] = 1_200
+    """Requests per minute per client (token, else address) before 429."""
+    rate_limit_burst: Annotated[int, Field(ge=1)] = 200
+    """Requests a client may send at once above the steady rate."""
+    redis_url: str | None = None
+    """e.g. ``redis://127.0.0.1:6379/0``: share rate-limit counters between
+    workers and servers; without it each process counts on its own."""
+
     @field_validator("fee_schedule")
     @classmethod
     def _every_kind_priced(cls, value: dict[str, FeeRule]) -> dict[str, FeeRule]:
@@ -156,6 +238,8 @@ def settings_reference() -> str:
     for name, field in Settings.model_fields.items():
         default = getattr(defaults, name)
         shown = "see below" if isinstance(default, dict) else f"`{default}`"
+        if name == "retention_years":
+            shown = "`" + ", ".join(f"{k}={v}" for k, v in default.items()) + "`"
         meaning = " ".join((field.description or "").split()).replace("|", "\\|")
         lines.append(f"| `TONGBAO_{name.upper()}` | {shown} | {meaning} |")
     lines += [

@@ -96,6 +96,39 @@ CalendarDataInvalid = _error(
     "calendar_data_invalid", 422, "The calendar data is not one complete, valid year"
 )
 
+# --- encryption (SEC-1, SEC-12, AUD-6) -------------------------------------------
+MasterKeyMissing = _error("master_key_missing", 500, "No master key is configured")
+MasterKeyInvalid = _error("master_key_invalid", 500, "The master key is malformed or wrong")
+KeyVersionUnknown = _error("key_version_unknown", 500, "The key ring has no such key version")
+KeyVersionInUse = _error("key_version_in_use", 409, "Data still uses that key version")
+DecryptionFailed = _error(
+    "decryption_failed", 500, "A ciphertext is corrupted or was made with another key"
+)
+DataShredded = _error("data_shredded", 410, "The data was destroyed at the end of its retention")
+
+# --- staff, roles, dual control (SEC-4 … SEC-8, SEC-13) ----------------------------
+InvalidCredentials = _error("invalid_credentials", 401, "Username, password or code is wrong")
+LoginLocked = _error("login_locked", 423, "The login is locked after repeated failures")
+PasswordExpired = _error("password_expired", 403, "The password must be changed first")
+WeakPassword = _error("weak_password", 422, "The password is too weak")
+StaffNotFound = _error("staff_not_found", 404, "No such staff member")
+StaffExists = _error("staff_exists", 409, "That username is taken")
+StaffInactive = _error("staff_inactive", 403, "The staff member has left or is suspended")
+UnknownRole = _error("unknown_role", 422, "No such role")
+RoleConflict = _error("role_conflict", 409, "The roles may not be held by one person (SEC-5)")
+PermissionDenied = _error("permission_denied", 403, "The role does not grant this permission")
+DualControlNotFound = _error("dual_control_not_found", 404, "No such dual-control request")
+SelfApproval = _error("self_approval", 409, "The requester may not approve their own request")
+DualControlExpired = _error("dual_control_expired", 409, "The dual-control request has expired")
+DualControlDecided = _error(
+    "dual_control_decided", 409, "The dual-control request was already decided"
+)
+UnknownOperation = _error("unknown_operation", 422, "No such dual-control operation")
+
+# --- audit and privacy (AUD-*, DATA-*) ----------------------------------------------
+AuditRecordNotFound = _error("audit_record_not_found", 404, "No such audit record")
+ConsentRequired = _error("consent_required", 409, "The customer has not consented to the policy")
+
 # --- idempotency ---------------------------------------------------------------
 IdempotencyKeyMissing = _error("idempotency_key_missing", 400, "An Idempotency-Key is required")
 IdempotencyKeyInvalid = _error("idempotency_key_invalid", 400, "The Idempotency-Key is malformed")
