@@ -78,6 +78,9 @@ class Result:
 # --- databases --------------------------------------------------------------------
 
 
+# A fixed, public key: the benchmark's databases hold only made-up customers.
+BENCH_MASTER_KEY = "YmVuY2gtb25seS1tYXN0ZXIta2V5LW5vdC1zZWNyZXQ="
+
 def pg_url(name: str) -> str:
     return sa.make_url(PG_SERVER).set(database=name).render_as_string(hide_password=False)
 
@@ -100,7 +103,9 @@ def drop_pg(name: str) -> None:
 
 def settings_for(url: str, **extra: Any) -> Settings:
     options: dict[str, Any] = {"db_pool_size": 4, "familiar_payee_check": False, **extra}
-    return Settings(_env_file=None, env="test", database_url=url, **options)  # type: ignore[call-arg]
+    return Settings(
+        _env_file=None, env="test", database_url=url, master_key=BENCH_MASTER_KEY, **options
+    )  # type: ignore[call-arg]
 
 
 # --- 1. pgbench ---------------------------------------------------------------------

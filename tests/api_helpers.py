@@ -3,16 +3,21 @@ customers and bank cards of the tests' own."""
 
 from __future__ import annotations
 
+import io
+import logging
 import random
 import re
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import httpx
+import structlog
 from fastapi.testclient import TestClient
 from sqlalchemy import Connection, func, make_url, select
 from stdnum import luhn
@@ -22,10 +27,11 @@ from tongbao.auth import PrincipalType
 from tongbao.clock import ManualClock
 from tongbao.config import Settings
 from tongbao.customers import Customer, CustomerKind
+from tongbao.logs import configure_logging
 from tongbao.platform import SIMULATED_BANK, Platform
 from tongbao.storage.tables import metadata
 
-from .conftest import START
+from .conftest import START, TEST_MASTER_KEY
 
 PROBLEM = "application/problem+json"
 TYPE_BASE = "https://tongbao.dev/problems/"
@@ -116,7 +122,13 @@ def new_customer(
     platform: Platform, name: str, kind: CustomerKind = CustomerKind.PERSON
 ) -> tuple[Customer, str]:
     def create(conn: Connection) -> tuple[Customer, str]:
-        customer = platform.customers.register(conn, kind=kind, name=name, phone="13700137000")
+        customer = platform.customers.register(
+            conn,
+            kind=kind,
+            name=name,
+            phone="13700137000",
+            policy_version=platform.settings.privacy_policy_version,
+        )
         token = platform.auth.issue_token(conn, PrincipalType.CUSTOMER, customer.id, label="test")
         return customer, token
 
@@ -179,6 +191,7 @@ def seed_template(migrated: Path, directory: Path) -> Path:
         database_url=f"sqlite:///{path}",
         internal_account_buckets=4,
         sim_bank_settlement_delay_seconds=60,
+        master_key=TEST_MASTER_KEY,
     )
     platform = Platform(settings, clock=ManualClock(START)).start()
     try:
@@ -194,3 +207,24 @@ def use_template(database_url: str, template: Path) -> None:
     database = make_url(database_url).database
     assert database
     shutil.copy(template, database)
+
+
+@contextmanager
+def captured_logs(level: str) -> Iterator[io.StringIO]:
+    """The platform's JSON logging at ``level`` into a buffer; logging restored after."""
+    root = logging.getLogger()
+    handlers, old_level = root.handlers[:], root.level
+    config = structlog.get_config()
+    configure_logging(level, json=True)
+    # Module loggers cached now would keep this configuration for later tests.
+    structlog.configure(cache_logger_on_first_use=False)
+    buffer = io.StringIO()
+    handler = root.handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(buffer)
+    try:
+        yield buffer
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(old_level)
+        structlog.configure(**config)

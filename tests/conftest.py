@@ -9,6 +9,7 @@ failure, so CI can never go green without having tested PostgreSQL.
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 from collections.abc import Iterator
@@ -30,6 +31,8 @@ PG_SERVER = os.environ.get(
 )
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 START = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai, a Monday
+# Every test platform has a master key (start-up refuses without one); fixed, test-only.
+TEST_MASTER_KEY = base64.b64encode(bytes(range(32))).decode()
 
 
 def _worker() -> str:
@@ -117,13 +120,16 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def settings(database_url: str) -> Settings:
+def settings(database_url: str, tmp_path: Path) -> Settings:
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
         env="test",
         database_url=database_url,
         internal_account_buckets=4,
         sim_bank_settlement_delay_seconds=60,
+        master_key=TEST_MASTER_KEY,
+        # Each test's own: the checkpoints of one test's chain mean nothing to another's.
+        audit_checkpoint_file=tmp_path / "audit-checkpoints.jsonl",
     )
 
 

@@ -8,6 +8,7 @@ import sys
 
 import orjson
 
+from tests.conftest import TEST_MASTER_KEY
 from tongbao.config import Settings
 from tongbao.idempotency import request_hash
 from tongbao.logs import configure_logging
@@ -48,7 +49,8 @@ def post(
 def main() -> None:
     url, payer_id, payee_account_id, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     configure_logging("WARNING")  # stdout carries only the ACCEPTED lines
-    platform = Platform(Settings(_env_file=None, env="test", database_url=url)).start()  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, env="test", database_url=url, master_key=TEST_MASTER_KEY)  # type: ignore[call-arg]
+    platform = Platform(settings).start()
     for i in range(count):
         payment_id = post(platform, payer_id, payee_account_id, f"key-{i}", 100 + i)
         print(f"ACCEPTED key-{i} {payment_id}", flush=True)

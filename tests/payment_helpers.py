@@ -67,7 +67,13 @@ class Env:
 
     def register(self, name: str, kind: CustomerKind = CustomerKind.PERSON) -> Customer:
         return self.db.run(
-            lambda conn: self.p.customers.register(conn, kind=kind, name=name, phone="13800138000")
+            lambda conn: self.p.customers.register(
+                conn,
+                kind=kind,
+                name=name,
+                phone="13800138000",
+                policy_version=self.p.settings.privacy_policy_version,
+            )
         )
 
     def merchant(self, name: str = "通宝咖啡") -> Person:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import re
 from collections.abc import Iterator
 from datetime import timedelta
@@ -16,17 +15,17 @@ from typing import Any
 import fastapi.routing
 import httpx
 import pytest
-import structlog
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Connection, text
 
 from tongbao import demo
 from tongbao.api.app import create_app
+from tongbao.api.deps import get_staff_session
 from tongbao.auth import PrincipalType
+from tongbao.auth.permissions import Role, permissions_for
 from tongbao.clock import ManualClock
 from tongbao.ledger import AccountStatus
-from tongbao.logs import configure_logging
 from tongbao.platform import Platform
 
 from .api_helpers import (
@@ -35,6 +34,7 @@ from .api_helpers import (
     available,
     bearer,
     bind_body,
+    captured_logs,
     deliver,
     latest_code,
     new_customer,
@@ -44,6 +44,7 @@ from .api_helpers import (
     seed_template,
     use_template,
 )
+from .staff_helpers import staff_session
 
 # Tests whose behaviour lives in the HTTP layer or in pure rules (parsing,
 # headers, routing, visibility, fees) run on SQLite only, to keep the suite fast;
@@ -98,8 +99,8 @@ def coffee(client: TestClient, seeded: list[demo.SeededCustomer]) -> Api:
 
 
 @pytest.fixture
-def reviewer(client: TestClient, seeded: list[demo.SeededCustomer]) -> Api:
-    return Api(client, demo.DEMO_REVIEWER[2])
+def reviewer(client: TestClient, platform: Platform, seeded: list[demo.SeededCustomer]) -> Api:
+    return Api(client, staff_session(platform, ["reviewer"]))
 
 
 @pytest.fixture
@@ -379,9 +380,40 @@ def test_unknown_route_and_method_are_problems(client: TestClient, zhang: Api) -
 
 # --- authentication on every route ------------------------------------------------------------
 
-PUBLIC = {"/healthz"}
+PUBLIC = {"/healthz", "/v1/staff/login"}
 DOCS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 STAFF_PREFIX = "/v1/staff"
+STAFF_PREFIXES = ("/v1/staff", "/v1/admin", "/v1/audit")
+
+
+def _dependency_calls(dependant: Any) -> Iterator[Any]:
+    for sub in dependant.dependencies:
+        yield sub.call
+        yield from _dependency_calls(sub)
+
+
+def route_guards(app: FastAPI) -> dict[tuple[str, str], frozenset[str] | None]:
+    """For every staff-only operation, the permissions its route demands
+    (any one suffices), or None for self-service routes (any staff session)."""
+    guards: dict[tuple[str, str], frozenset[str] | None] = {}
+    iter_contexts = getattr(fastapi.routing, "iter_route_contexts", None)
+    if iter_contexts is None:
+        routes = [(getattr(r, "path", ""), r) for r in app.routes]
+    else:
+        routes = [(c.path, c.original_route) for c in iter_contexts(app.routes)]
+    for path, route in routes:
+        dependant = getattr(route, "dependant", None)
+        if dependant is None:
+            continue
+        calls = list(_dependency_calls(dependant))
+        wanted = [c.required_permissions for c in calls if hasattr(c, "required_permissions")]
+        for method in getattr(route, "methods", None) or ():
+            key = (path, method.lower())
+            if wanted:
+                guards[key] = frozenset().union(*wanted)
+            elif get_staff_session in calls:
+                guards[key] = None
+    return guards
 
 
 def served_operations(app: FastAPI) -> set[tuple[str, str]]:
@@ -424,7 +456,9 @@ def test_every_route_but_healthz_needs_the_right_credential(
     assert any(path.startswith(STAFF_PREFIX) for path, _ in operations)
 
     customer = bearer(seeded[0].demo.token)
-    staff = bearer(demo.DEMO_REVIEWER[2])
+    # SEC-4: one staff member per role; for each route one whose roles lack its permissions.
+    sessions = {role: bearer(staff_session(platform, [role])) for role in Role}
+    guards = route_guards(app)
     params = {
         "payment_id": "pay_01M846D3CMEM69G2SRGYKQ6M1A",
         "account_id": seeded[0].customer.account_id,
@@ -443,10 +477,24 @@ def test_every_route_but_healthz_needs_the_right_credential(
             response = _call(client, method, path, headers)
             assert response.status_code == 401, where
             assert_problem(response, 401, "unauthenticated")
-        wrong = customer if template.startswith(STAFF_PREFIX) else staff
-        assert_problem(_call(client, method, path, wrong), 403, "forbidden")
+        if not template.startswith(STAFF_PREFIXES):
+            assert (template, method) not in guards, where
+            for staff in sessions.values():
+                assert_problem(_call(client, method, path, staff), 403, "forbidden")
+            walked += 1
+            continue
+        # Every staff route demands a permission (or is the member's own session).
+        assert (template, method) in guards, f"{where} has no permission dependency"
+        assert_problem(_call(client, method, path, customer), 403, "forbidden")
+        wanted = guards[(template, method)]
+        if wanted is not None:
+            lacking = [r for r in Role if not permissions_for({r.value}) & wanted]
+            assert lacking, where
+            for role in lacking:
+                response = _call(client, method, path, sessions[role])
+                assert_problem(response, 403, "permission_denied")
         walked += 1
-    assert walked == len(operations) - 1
+    assert walked == len(operations) - len(PUBLIC)
     assert row_counts(platform) == before
 
 
@@ -498,7 +546,8 @@ def test_quote_then_confirm_a_transfer(
     payer_before, payee_before = available(platform, zhang_account), available(platform, li_account)
     quote = zhang.ok(zhang.post("/v1/payments", to_li(li_account, "12.34", purpose="午饭")), 201)
     assert quote["state"] == "created"
-    assert quote["payee"] == {"account_id": li_account, "name": "李四"}
+    # SEC-3: the payer sees the payee masked (they typed the full name for PAY-5).
+    assert quote["payee"] == {"account_id": li_account, "name": "李*"}
     assert quote["amount"] == {"yuan": "12.34", "fen": 1234}
     assert quote["fee"] == {"yuan": "0.00", "fen": 0}
     assert quote["total_debit"]["fen"] == 1234
@@ -619,7 +668,8 @@ def test_accounts_balances_and_statement(
     platform: Platform, zhang: Api, zhang_account: str, li_account: str
 ) -> None:
     me = zhang.ok(zhang.get("/v1/me"))
-    assert me["name"] == "张三" and me["account_id"] == zhang_account and me["kind"] == "person"
+    assert me["name"] == "张*" and me["account_id"] == zhang_account and me["kind"] == "person"
+    assert (me["phone"], me["id_number"]) == ("138****8000", "110101********1233")  # SEC-3
     listed = zhang.ok(zhang.get("/v1/accounts"))["data"]
     assert [a["id"] for a in listed] == [zhang_account]
     account = zhang.ok(zhang.get(f"/v1/accounts/{zhang_account}"))
@@ -963,15 +1013,10 @@ def test_staff_review_queue_approve_and_reject(
 def test_staff_without_the_reviewer_role_is_forbidden(
     platform: Platform, client: TestClient
 ) -> None:
-    def clerk(conn: Connection) -> str:
-        staff_id = platform.auth.create_staff(
-            conn, username="clerk", display_name="文员", roles=["support"]
-        )
-        return platform.auth.issue_token(conn, PrincipalType.STAFF, staff_id, label="t")
-
-    api = Api(client, platform.db.run(clerk))
-    assert_problem(api.get("/v1/staff/reviews"), 403, "forbidden")
-    assert_problem(api.post("/v1/staff/payments/pay_x/approve", {}), 403, "forbidden")
+    """SEC-4: customer service may not review payments."""
+    api = Api(client, staff_session(platform, ["customer_service"]))
+    assert_problem(api.get("/v1/staff/reviews"), 403, "permission_denied")
+    assert_problem(api.post("/v1/staff/payments/pay_x/approve", {}), 403, "permission_denied")
 
 
 @sqlite_only
@@ -982,7 +1027,7 @@ def test_notifications_reach_the_payee(
     deliver(platform)
     received = li.ok(li.get("/v1/notifications"))["data"]
     assert received[0]["kind"] == "payment_received"
-    assert "6.66" in received[0]["text"] and "张三" in received[0]["text"]
+    assert "6.66" in received[0]["text"] and "张*" in received[0]["text"]
     sent = zhang.ok(zhang.get("/v1/notifications", limit=1))
     assert sent["data"][0]["kind"] == "payment_succeeded"
     assert sent["next_cursor"] is not None
@@ -993,23 +1038,8 @@ def test_notifications_reach_the_payee(
 
 @pytest.fixture
 def json_logs() -> Iterator[io.StringIO]:
-    """Configure the platform's JSON logging into a buffer; restore logging after."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    config = structlog.get_config()
-    configure_logging("INFO", json=True)
-    # Module loggers cached now would keep this configuration for later tests.
-    structlog.configure(cache_logger_on_first_use=False)
-    buffer = io.StringIO()
-    handler = root.handlers[0]
-    assert isinstance(handler, logging.StreamHandler)
-    handler.setStream(buffer)
-    try:
+    with captured_logs("INFO") as buffer:
         yield buffer
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
-        structlog.configure(**config)
 
 
 @sqlite_only

@@ -18,7 +18,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from typer.testing import CliRunner, Result
 
-from tongbao import cli
+from tests.conftest import TEST_MASTER_KEY
+from tongbao import cli, demo
 from tongbao.api.app import create_app
 from tongbao.config import Settings
 from tongbao.platform import Platform
@@ -36,7 +37,12 @@ def environment(url: str) -> dict[str, str | None]:
         for name in os.environ
         if name.startswith("TONGBAO_") and not name.startswith("TONGBAO_TEST_")
     }
-    env.update(TONGBAO_DATABASE_URL=url, TONGBAO_ENV="development", COLUMNS="250")
+    env.update(
+        TONGBAO_DATABASE_URL=url,
+        TONGBAO_ENV="development",
+        TONGBAO_MASTER_KEY=TEST_MASTER_KEY,
+        COLUMNS="250",
+    )
     return env
 
 
@@ -100,10 +106,13 @@ def one_line_error(result: Result, code: str) -> str:
     return lines[0]
 
 
-def zhangsan_account(listing: str) -> str:
-    row = next(line for line in listing.splitlines() if "张三" in line)
-    found = ACCOUNT_ID.search(row)
-    assert found, row
+def zhangsan_account(url: str, tmp_path: Path) -> str:
+    """Found by phone through the blind index: account names carry no personal data."""
+    listing = ok(invoke(url, "customers", "list", "--phone", "13800138000", cwd=tmp_path))
+    rows = listing.splitlines()[1:]
+    assert len(rows) == 1 and "张*" in rows[0], listing
+    found = ACCOUNT_ID.search(rows[0])
+    assert found, rows[0]
     return found.group(0)
 
 
@@ -137,7 +146,21 @@ def test_demo_seed_twice_changes_nothing(url: str, tmp_path: Path) -> None:
     assert lines[1].endswith("balance 2000.00") and lines[1].startswith("李四: token tbk_demo_lisi")
     assert lines[2].startswith("通宝咖啡: token tbk_demo_coffee")
     assert lines[2].endswith("balance 27.83")  # 28.00 less the merchant's 0.6 % fee
-    assert lines[3] == "审核员小王 (reviewer): token tbk_demo_reviewer"
+    # SEC-6 demo: a member per role (two administrators), each with what signs in.
+    assert lines[3].startswith(f"Demo staff (password {demo.DEMO_STAFF_PASSWORD},")
+    staff_lines = lines[4 : 4 + len(demo.DEMO_STAFF)]
+    for member, line in zip(demo.DEMO_STAFF, staff_lines, strict=True):
+        assert line.split()[:2] == [member.username, member.role]
+        assert f"TOTP secret {member.totp_secret}" in line
+    assert {m.role for m in demo.DEMO_STAFF} >= {
+        "operator",
+        "reviewer",
+        "risk_officer",
+        "compliance_officer",
+        "auditor",
+        "customer_service",
+        "administrator",
+    }
     assert ok(invoke(url, "demo", "seed", cwd=tmp_path)) == second
 
 
@@ -166,11 +189,12 @@ def test_demo_seed_on_either_engine(database_url: str, backend: str, tmp_path: P
     assert counts(database_url) == before
     assert ok(invoke(database_url, "ledger", "verify", cwd=tmp_path)).startswith("ledger OK")
     # The demo tokens work against the API on that database.
-    platform = Platform(Settings(_env_file=None, database_url=database_url)).start()
+    settings = Settings(_env_file=None, database_url=database_url, master_key=TEST_MASTER_KEY)
+    platform = Platform(settings).start()
     try:
         client = TestClient(create_app(platform))
         me = client.get("/v1/me", headers={"Authorization": "Bearer tbk_demo_lisi"})
-        assert me.status_code == 200 and me.json()["name"] == "李四"
+        assert me.status_code == 200 and me.json()["name"] == "李*"  # SEC-3
         assert platform.db.dialect == backend
     finally:
         platform.close()
@@ -183,15 +207,17 @@ def test_accounts_list_and_show(url: str, tmp_path: Path) -> None:
     listing = ok(invoke(url, "accounts", "list", cwd=tmp_path))
     for expected in ("customer_wallet", "merchant", "fee_income", "bank_clearing", "transit"):
         assert expected in listing
-    account = zhangsan_account(listing)
+    account = zhangsan_account(url, tmp_path)
     row = next(line for line in listing.splitlines() if account in line)
     assert row.count("4972.00") == 2 and "0.00" in row  # ledger, held, available
 
     shown = ok(invoke(url, "accounts", "show", account, cwd=tmp_path))
-    assert shown.splitlines()[0] == (
-        f"{account} customer_wallet 'person 张三' open: "
-        "ledger 4972.00, held 0.00, available 4972.00"
-    )
+    # The account's name carries the customer id, never the name (the ledger is never shredded).
+    assert re.fullmatch(
+        rf"{account} customer_wallet 'person cus_[0-9A-Z]{{26}}' open: "
+        r"ledger 4972\.00, held 0\.00, available 4972\.00",
+        shown.splitlines()[0],
+    ), shown
     assert "-5000.00" in shown and "28.00" in shown  # the top-up credit, the latte debit
 
     one_line_error(invoke(url, "accounts", "show", "acct_NOPE", cwd=tmp_path), "account_not_found")
@@ -237,7 +263,7 @@ def test_a_refusal_is_one_line_on_stderr(url: str, tmp_path: Path) -> None:
 def test_ledger_verify_passes_then_names_the_tampered_account(url: str, tmp_path: Path) -> None:
     report = ok(invoke(url, "ledger", "verify", cwd=tmp_path))
     assert report.startswith("ledger OK:") and "3 entries" in report
-    account = zhangsan_account(ok(invoke(url, "accounts", "list", cwd=tmp_path)))
+    account = zhangsan_account(url, tmp_path)
 
     engine = create_engine(url)
     with engine.begin() as conn:
@@ -284,9 +310,11 @@ def test_customers_create_prints_a_token_that_authenticates(url: str, tmp_path: 
     customer_id, account_id, token = match.groups()
 
     listing = ok(invoke(url, "customers", "list", cwd=tmp_path))
-    assert customer_id in listing and "王五" in listing
+    assert customer_id in listing and "王*" in listing and "136****6000" in listing
+    assert "王五" not in listing and "13600136000" not in listing  # SEC-3
 
-    platform = Platform(Settings(_env_file=None, database_url=url)).start()
+    settings = Settings(_env_file=None, database_url=url, master_key=TEST_MASTER_KEY)
+    platform = Platform(settings).start()
     try:
         client = TestClient(create_app(platform))
         me = client.get("/v1/me", headers={"Authorization": f"Bearer {token}"})
@@ -295,9 +323,12 @@ def test_customers_create_prints_a_token_that_authenticates(url: str, tmp_path: 
             "object": "customer",
             "id": customer_id,
             "kind": "person",
-            "name": "王五",
+            "name": "王*",
+            "phone": "136****6000",
+            "id_number": None,
             "status": "active",
             "account_id": account_id,
+            "privacy_policy_version": None,
         }
     finally:
         platform.close()

@@ -24,9 +24,12 @@ KILL_AFTER = 60
 
 
 def _setup(platform: Platform) -> tuple[str, str, str]:
+    policy = platform.settings.privacy_policy_version
+
     def create(conn: Connection) -> tuple[str, str, str]:
-        payer = platform.customers.register(conn, kind=CustomerKind.PERSON, name="Payer")
-        payee = platform.customers.register(conn, kind=CustomerKind.PERSON, name="Payee")
+        person = CustomerKind.PERSON
+        payer = platform.customers.register(conn, kind=person, name="Payer", policy_version=policy)
+        payee = platform.customers.register(conn, kind=person, name="Payee", policy_version=policy)
         clearing = platform.ledger.account_id_by_code(conn, "bank_clearing:SIMBANK")
         platform.ledger.transfer(conn, transfer_postings(clearing, payer.account_id, 10_000_000))
         return payer.id, payer.account_id, payee.account_id

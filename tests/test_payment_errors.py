@@ -22,7 +22,12 @@ from tongbao.platform import Platform
 
 def _customer(platform: Platform, name: str, funds: int = 0) -> Customer:
     def create(conn: Connection) -> Customer:
-        customer = platform.customers.register(conn, kind=CustomerKind.PERSON, name=name)
+        customer = platform.customers.register(
+            conn,
+            kind=CustomerKind.PERSON,
+            name=name,
+            policy_version=platform.settings.privacy_policy_version,
+        )
         if funds:
             clearing = platform.ledger.account_id_by_code(conn, "bank_clearing:SIMBANK")
             platform.ledger.transfer(conn, transfer_postings(clearing, customer.account_id, funds))

@@ -255,7 +255,8 @@ def test_pay3_a_quote_shows_amount_fee_and_split_and_moves_no_money(env: Env) ->
     assert quote.state is PaymentState.CREATED
     assert (quote.amount, quote.fee, quote.purpose) == (10_000, 60, "拿铁")
     assert (quote.split.debit, quote.split.credit, quote.split.fee) == (10_000, 9_940, 60)
-    assert (quote.payer_name, quote.payee_name) == (alice.name, shop.name)
+    # SEC-3: a person is named masked, a shop by its business name.
+    assert (quote.payer_name, quote.payee_name) == ("张*", "通宝咖啡")
     assert quote.hold_id is None
     after = env.counts()
     assert after["ledger_entries"] == before["ledger_entries"]
@@ -298,7 +299,7 @@ def test_pay4_a_large_payment_waits_for_the_sms_code_with_the_debit_held(env: En
     assert env.ledger_balance(bob) == threshold - 1
     code = env.code_for(alice)
     sms = [m for m in env.messages(alice) if m.kind == "verification_code"][-1]
-    assert "1000.00元" in sms.text and bob.name in sms.text
+    assert "1000.00元" in sms.text and "李*" in sms.text and bob.name not in sms.text
     wrong = "000000" if code != "000000" else "111111"
 
     result = env.db.run(lambda conn: env.payments.verify(conn, alice.customer, order.id, wrong))
@@ -730,12 +731,12 @@ def test_pay8_payer_and_payee_are_told_time_amount_and_counterparty(env: Env) ->
     assert report.sent == 4
     sent = {m.payload["serial_no"]: m for m in env.messages(alice) if m.kind == "payment_succeeded"}
     text = sent[transfer.serial_no].text
-    assert "2026-11-23 10:00" in text and "123.45元" in text and "李四" in text
+    assert "2026-11-23 10:00" in text and "123.45元" in text and "向李*付款" in text
     assert transfer.serial_no in text
     text = sent[purchase.serial_no].text
     assert "100.00元" in text and "通宝咖啡" in text
     (received,) = [m for m in env.messages(bob) if m.kind == "payment_received"]
-    assert "123.45元" in received.text and "张三" in received.text
+    assert "123.45元" in received.text and "收到张*付款" in received.text  # SEC-3: masked
     (sold,) = [m for m in env.messages(shop) if m.kind == "payment_received"]
     assert "99.40元" in sold.text  # what the merchant actually received
     assert env.p.notifications.dispatch(env.db).sent == 0  # delivered once

@@ -13,6 +13,8 @@ import sys
 
 import structlog
 
+from tongbao.security.masking import mask_personal_data
+
 _configured = False
 
 
@@ -24,6 +26,8 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,
+        # SEC-3: last, so it also sees exception text and library messages.
+        mask_personal_data,
     ]
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()

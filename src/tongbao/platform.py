@@ -9,13 +9,15 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 
 import structlog
+from sqlalchemy import Connection
 
 from tongbao import errors
-from tongbao.auth import Auth
+from tongbao.audit import SIGNING_PURPOSE, AuditLog, CheckpointFile
+from tongbao.auth import Auth, BehaviourMonitor, DualControl, StaffService
 from tongbao.banking import BankChannel
 from tongbao.banking.simulated import SimulatedBank
 from tongbao.calendar import BusinessCalendar
@@ -27,7 +29,12 @@ from tongbao.ledger import Ledger
 from tongbao.notifications import Notifications
 from tongbao.notifications.channel import NotificationChannel
 from tongbao.notifications.local import LocalChannel
+from tongbao.ops import PolicySettings
 from tongbao.payments import Payments
+from tongbao.payments.service import SUSPENSE
+from tongbao.retention import RecordClass, Retention
+from tongbao.security import KeyRing
+from tongbao.security.masking import redact_text
 from tongbao.storage import Database
 from tongbao.storage.migrate import current_revision, head_revision
 
@@ -49,6 +56,14 @@ class Platform:
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
         self.db = Database(settings.database_url, settings=settings)
+        # Start-up refuses here without a usable master key (MasterKeyMissing/-Invalid).
+        self.keyring = KeyRing.from_settings(settings, self.clock)
+        self.audit = AuditLog(
+            self.clock,
+            algorithm=settings.digest_algorithm,
+            checkpoints=CheckpointFile(settings.audit_checkpoint_file, seed=self._audit_seed),
+            redact=redact_text,  # details hold no personal data; this catches slips
+        )
         self.ledger = Ledger(
             self.clock,
             buckets=settings.internal_account_buckets,
@@ -68,9 +83,26 @@ class Platform:
         self.banks: Mapping[str, BankChannel] = banks
         self.local_channel = LocalChannel(self.db, self.clock)
         self.notifications = Notifications(self.clock, channel or self.local_channel)
-        self.auth = Auth(self.clock)
-        self.customers = Customers(self.ledger, self.clock, self.banks)
+        self.policies = PolicySettings(self.clock)
+        self.staff = StaffService(
+            settings,
+            self.clock,
+            audit=self.audit,
+            cipher=self.keyring,
+            monitor=BehaviourMonitor(settings, self.clock, self.audit),
+        )
+        self.auth = Auth(self.clock, self.staff)
+        self.customers = Customers(self.ledger, self.clock, self.banks, self.keyring)
         self.idempotency = Idempotency(self.db, self.clock)
+        self.dual_control = DualControl(
+            settings,
+            self.clock,
+            staff=self.staff,
+            ledger=self.ledger,
+            policies=self.policies,
+            audit=self.audit,
+            suspense_code=SUSPENSE,
+        )
         self.payments = Payments(
             db=self.db,
             settings=settings,
@@ -81,6 +113,44 @@ class Platform:
             calendar=self.calendar,
             banks=self.banks,
         )
+
+        self.retention = self._retention()
+
+    def _retention(self) -> Retention:
+        """AUD-6: what the purge job destroys, per record class."""
+        retention = Retention(self.db, self.clock, self.audit, self.settings.retention_years)
+        customers = self.customers
+
+        def customers_due(conn: Connection, before: datetime) -> int:
+            return len(customers.due_for_shredding(conn, before))
+
+        def shred_customers(conn: Connection, before: datetime, limit: int) -> int:
+            due = customers.due_for_shredding(conn, before)[:limit]
+            for customer_id in due:
+                customers.shred(conn, customer_id)
+            return len(due)
+
+        retention.register(
+            RecordClass.CUSTOMER,
+            shred_customers,
+            customers_due,
+            how="crypto-shredded: data key destroyed, customer closed that long ago",
+        )
+        outbox, local = self.notifications, self.local_channel
+
+        def notices_due(conn: Connection, before: datetime) -> int:
+            return outbox.count_finished_before(conn, before) + local.count_delivered_before(
+                conn, before
+            )
+
+        def delete_notices(conn: Connection, before: datetime, limit: int) -> int:
+            done = outbox.purge_finished_before(conn, before, limit)
+            return done + local.purge_delivered_before(conn, before, limit - done)
+
+        retention.register(
+            RecordClass.NOTIFICATION, delete_notices, notices_due, how="deleted (outbox and store)"
+        )
+        return retention
 
     def start(self) -> Platform:
         """Check the schema is current and open the internal accounts (idempotent).
@@ -93,6 +163,7 @@ class Platform:
                 f"database schema is at {current or 'nothing'}, the code expects {head}; "
                 "run `tongbao db upgrade`"
             )
+        self.db.run(self.keyring.initialize)  # MasterKeyInvalid for a wrong master key
         self.db.run(self.payments.open_internal_accounts)
         return self
 
@@ -111,12 +182,27 @@ class Platform:
                 done["bank_settled"] = done.get("bank_settled", 0) + bank.advance()
         done.update(self.payments.tick())
         done["holds_expired"] = self._expire_holds()
+        done["dual_control_expired"] = self.db.run(self.dual_control.expire_due)
         done["notified"] = self.notify()
         forget_before = self.clock.now() - timedelta(hours=self.settings.idempotency_ttl_hours)
         done["keys_forgotten"] = self.db.run(
             lambda conn: self.idempotency.purge(conn, older_than=forget_before)
         )
+        done["audit_checkpoints"] = self._audit_checkpoint()
         return done
+
+    def _audit_seed(self) -> bytes:
+        """The checkpoint signing seed, derived from the master key when first needed."""
+        return self.keyring.derive_key(SIGNING_PURPOSE)
+
+    def _audit_checkpoint(self) -> int:
+        """AUD-3: sign the audit chain head every ``audit_checkpoint_interval_seconds``."""
+        interval = timedelta(seconds=self.settings.audit_checkpoint_interval_seconds)
+        try:
+            return 1 if self.audit.checkpoint_if_due(self.db, interval) else 0
+        except errors.AuditChainBroken as exc:  # an alarm, not a reason to stop other duties
+            log.error("audit_chain_broken", detail=exc.detail)
+            return 0
 
     def _expire_holds(self) -> int:
         """Any hold whose time is up and that nobody resolved gets its final state.

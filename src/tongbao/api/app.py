@@ -1,7 +1,9 @@
 """The FastAPI application: ``create_app(platform)``.
 
 Interactive documentation at ``/docs``, the OpenAPI document at
-``/openapi.json``. Every route under ``/v1`` needs a bearer token.
+``/openapi.json``. Every route under ``/v1`` needs a bearer token. Every
+response carries the security headers, and every request passes the size
+limit and the per-client rate limit (SEC-11, :mod:`tongbao.api.hardening`).
 """
 
 from __future__ import annotations
@@ -11,11 +13,23 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
 
 from tongbao.api import problems
-from tongbao.api.middleware import RequestContext
-from tongbao.api.routes import accounts, cards, health, notifications, payments, staff
+from tongbao.api.hardening import RateLimiter, docs_content_security_policy, rate_limiter_for
+from tongbao.api.middleware import BodySizeLimit, RateLimit, RequestContext, SecurityHeaders
+from tongbao.api.routes import (
+    accounts,
+    admin,
+    audit,
+    cards,
+    health,
+    notifications,
+    payments,
+    staff,
+)
 from tongbao.platform import Platform
 
 DESCRIPTION = """
@@ -29,9 +43,14 @@ Tongbao (通宝) payment platform API.
 """
 
 
-def create_app(platform: Platform, *, background: bool = False) -> FastAPI:
+def create_app(
+    platform: Platform, *, background: bool = False, rate_limiter: RateLimiter | None = None
+) -> FastAPI:
     """The API over ``platform``; with ``background`` the platform's duties
-    (hold expiry, bank status, notifications, scheduled payments) run in a thread."""
+    (hold expiry, bank status, notifications, scheduled payments) run in a thread.
+    ``rate_limiter`` defaults to the one the settings ask for (in-process, or
+    shared through Redis with ``TONGBAO_REDIS_URL``)."""
+    limiter = rate_limiter or rate_limiter_for(platform.settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -46,14 +65,46 @@ def create_app(platform: Platform, *, background: bool = False) -> FastAPI:
         stop.set()
         if worker is not None:
             worker.join(timeout=10)
+        await limiter.aclose()
 
-    app = FastAPI(title="Tongbao", version="1", description=DESCRIPTION, lifespan=lifespan)
+    # ReDoc and Swagger's OAuth2 redirect page are off: bearer tokens need
+    # neither, and each would widen the pages' Content-Security-Policy.
+    app = FastAPI(
+        title="Tongbao",
+        version="1",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
+    )
     app.state.platform = platform
     problems.install(app)
-    for module in (accounts, payments, cards, notifications, staff, health):
+    for module in (accounts, payments, cards, notifications, staff, admin, audit, health):
         app.include_router(module.router)
+    _install_docs(app)
+    # Outermost last: headers on every answer, the request id on every refusal,
+    # the rate limit before any body is read.
+    app.add_middleware(BodySizeLimit, max_bytes=platform.settings.max_request_bytes)
+    app.add_middleware(RateLimit, limiter=limiter, exempt=frozenset({"/healthz"}))
     app.add_middleware(RequestContext)
+    app.add_middleware(SecurityHeaders)
     return app
+
+
+def _install_docs(app: FastAPI) -> None:
+    """``/docs``: FastAPI's Swagger UI page, with a Content-Security-Policy that
+    lets exactly it run (see :func:`docs_content_security_policy`)."""
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(request: Request) -> HTMLResponse:
+        root_path = request.scope.get("root_path", "").rstrip("/")
+        page = get_swagger_ui_html(
+            openapi_url=root_path + (app.openapi_url or "/openapi.json"),
+            title=f"{app.title} - Swagger UI",
+        )
+        policy = docs_content_security_policy(bytes(page.body).decode())
+        return HTMLResponse(page.body, headers={"Content-Security-Policy": policy})
 
 
 def app_from_environment() -> FastAPI:

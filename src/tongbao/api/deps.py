@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -14,12 +14,19 @@ from sqlalchemy import Connection
 
 from tongbao import errors
 from tongbao.auth import Principal, PrincipalType
+from tongbao.auth.model import SESSION_PREFIX
 from tongbao.customers import Customer
 from tongbao.idempotency import check_key, request_hash
 from tongbao.platform import Platform
 
-_bearer = HTTPBearer(auto_error=False, description="An API token, `tbk_…`.")
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="A customer API token, `tbk_…`, or a staff session token, `tbs_…` "
+    "(POST /v1/staff/login).",
+)
 
+
+bearer_credentials = _bearer
 
 # Dependencies that do no I/O are ``async``: FastAPI runs a plain ``def``
 # dependency in its thread pool, and each hand-off costs more than the work.
@@ -53,6 +60,9 @@ def get_caller(
             customer = platform.customers.get(conn, principal.id)
         return Caller(principal, customer)
 
+    # A staff session's idle timer is refreshed as it is used: a write.
+    if token and token.startswith(SESSION_PREFIX):
+        return platform.db.run(read)
     return platform.db.read(read)
 
 
@@ -75,17 +85,61 @@ async def get_customer(caller: CallerDep) -> Customer:
 CustomerDep = Annotated[Customer, Depends(get_customer)]
 
 
-def require_staff(*roles: str) -> Callable[[Principal], Awaitable[Principal]]:
-    """A dependency admitting staff holding one of ``roles``."""
+def client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
 
-    async def check(principal: PrincipalDep) -> Principal:
+
+def require_permission(*permissions: str) -> Callable[..., Principal]:
+    """A dependency admitting staff holding one of ``permissions`` (SEC-4).
+
+    A customer gets 403 ``forbidden``; a staff member without the permission
+    403 ``permission_denied``, and the refusal is audited and counted for
+    behaviour monitoring (SEC-8). An admitted use is remembered, so a use out
+    of the member's pattern raises an alert.
+    """
+    wanted = frozenset(permissions)
+
+    def check(principal: PrincipalDep, platform: PlatformDep, request: Request) -> Principal:
         if principal.type is not PrincipalType.STAFF:
             raise errors.Forbidden("this endpoint is for staff")
-        if not principal.roles & set(roles):
-            raise errors.Forbidden(f"needs one of the roles: {', '.join(roles)}")
+        held = principal.permissions & wanted
+        if not held:
+            refusal = errors.PermissionDenied(f"needs the permission {' or '.join(sorted(wanted))}")
+            platform.staff.record_refusal(
+                platform.db,
+                principal,
+                action="permission.check",
+                target=f"{request.method} {request.url.path}",
+                error=refusal,
+                source_ip=client_ip(request),
+            )
+            raise refusal
+        if len(wanted) == 1:  # with a choice, the service names the one it used
+            platform.staff.permission_used(platform.db, principal, next(iter(wanted)))
         return principal
 
+    check.required_permissions = wanted  # type: ignore[attr-defined] # read by the route walk
     return check
+
+
+def get_staff_session(
+    platform: PlatformDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """Any staff member with a live session, also with an expired password
+    (for changing it and logging out)."""
+    token = credentials.credentials if credentials else None
+    if token and token.startswith(SESSION_PREFIX):
+        return platform.db.run(
+            lambda conn: platform.staff.authenticate_session(
+                conn, token, allow_expired_password=True
+            )
+        )
+    principal = platform.db.read(lambda conn: platform.auth.authenticate(conn, token))
+    raise errors.Forbidden(f"this endpoint is for staff, not {principal.type} credentials")
+
+
+StaffSessionDep = Annotated[Principal, Depends(get_staff_session)]
 
 
 async def raw_body(request: Request) -> bytes:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from sqlalchemy import Connection
 
 from tongbao.api import schemas as s
-from tongbao.customers import BankCard
+from tongbao.customers import BankCard, Consent, Customer
 from tongbao.ledger import Account, AccountBalance, StatementLine
 from tongbao.notifications.local import LocalMessage
 from tongbao.payments import PaymentOrder
 from tongbao.platform import Platform
+from tongbao.security.masking import mask_id_number, mask_name, mask_phone
 
 
 def payment(
@@ -105,12 +106,37 @@ def statement_line(line: StatementLine, *, credit_normal: bool) -> s.StatementLi
     )
 
 
+def me(c: Customer) -> s.Me:
+    """A customer as the API shows them: personal data masked (SEC-3)."""
+    return s.Me(
+        id=c.id,
+        kind=c.kind,
+        name=c.display_name,
+        phone=None if c.phone is None else mask_phone(c.phone),
+        id_number=None if c.id_number is None else mask_id_number(c.id_number),
+        status=c.status,
+        account_id=c.account_id,
+        privacy_policy_version=c.consented_policy_version,
+    )
+
+
+def consent(c: Consent) -> s.Consent:
+    return s.Consent(
+        id=c.id,
+        document=c.document,
+        version=c.version,
+        accepted_at=c.accepted_at,
+        channel=c.channel,
+        withdrawn_at=c.withdrawn_at,
+    )
+
+
 def card(c: BankCard) -> s.Card:
     return s.Card(
         id=c.id,
         bank_code=c.bank_code,
         masked_number=c.masked_number,
-        holder_name=c.holder_name,
+        holder_name=mask_name(c.holder_name),
         expires_on=c.expires_on,
         status=c.status,
         created_at=c.created_at,

@@ -199,9 +199,37 @@ class Me(BaseModel):
     object: Literal["customer"] = "customer"
     id: str
     kind: str
-    name: str
+    name: str = Field(description="Masked (SEC-3), e.g. 张*")
+    phone: str | None = Field(default=None, description="Masked, e.g. 138****8000")
+    id_number: str | None = Field(default=None, description="Masked: first 6 and last 4")
     status: str
     account_id: str
+    privacy_policy_version: str | None = Field(
+        default=None, description="The privacy policy version this customer agreed to (DATA-1)"
+    )
+
+
+class ConsentGive(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: str = Field(
+        min_length=1, max_length=20, description="The privacy policy version shown and accepted"
+    )
+
+
+class Consent(BaseModel):
+    object: Literal["consent"] = "consent"
+    id: str
+    document: str
+    version: str
+    accepted_at: datetime
+    channel: str
+    withdrawn_at: datetime | None
+
+
+class ConsentList(BaseModel):
+    object: Literal["list"] = "list"
+    current_version: str = Field(description="The policy version customers must agree to now")
+    data: list[Consent]
 
 
 class Notification(BaseModel):

@@ -8,11 +8,14 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 TOKEN_PREFIX = "tbk_"  # noqa: S105 - a public prefix, not a secret
+SESSION_PREFIX = "tbs_"  # staff sessions: a login, not an API token
 
 
 class PrincipalType(StrEnum):
     CUSTOMER = "customer"
     STAFF = "staff"
+    SYSTEM = "system"
+    """The local command line and background duties: whoever runs them owns the database."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +23,8 @@ class Principal:
     type: PrincipalType
     id: str
     roles: frozenset[str] = field(default_factory=frozenset)
+    permissions: frozenset[str] = field(default_factory=frozenset)
+    """What the roles allow (:func:`tongbao.auth.permissions.permissions_for`)."""
 
     @property
     def actor(self) -> str:
@@ -30,6 +35,11 @@ class Principal:
 def new_token() -> str:
     """A fresh bearer token: prefix + 192 random bits."""
     return TOKEN_PREFIX + secrets.token_urlsafe(24)
+
+
+def new_session_token() -> str:
+    """A fresh staff session token: prefix + 256 random bits."""
+    return SESSION_PREFIX + secrets.token_urlsafe(32)
 
 
 def token_hash(token: str) -> str:

@@ -1,7 +1,7 @@
-"""API tokens for customers and staff.
+"""Who is calling: customers by API token, staff by session (see :mod:`.staff`).
 
-A later issue adds staff passwords, TOTP, sessions and role-based
-permissions; the :class:`Principal` handed to the API stays the same.
+Staff API tokens from before staff logins existed no longer authenticate:
+staff sign in with password and TOTP code (SEC-13).
 """
 
 from __future__ import annotations
@@ -12,17 +12,18 @@ from sqlalchemy import Connection, bindparam, insert, select, update
 
 from tongbao import errors
 from tongbao.auth import tables as t
-from tongbao.auth.model import Principal, PrincipalType, new_token, token_hash
+from tongbao.auth.model import SESSION_PREFIX, Principal, PrincipalType, new_token, token_hash
+from tongbao.auth.staff import StaffService
 from tongbao.clock import Clock
-from tongbao.ids import new_id
 from tongbao.storage.prepared import Prepared
 
 _TOKEN = Prepared(select(t.api_tokens).where(t.api_tokens.c.token_hash == bindparam("p_hash")))
 
 
 class Auth:
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, staff: StaffService) -> None:
         self.clock = clock
+        self.staff = staff
 
     def issue_token(
         self,
@@ -56,6 +57,8 @@ class Auth:
         """The principal a bearer token stands for, or :class:`errors.Unauthenticated`."""
         if not token:
             raise errors.Unauthenticated("send 'Authorization: Bearer <token>'")
+        if token.startswith(SESSION_PREFIX):
+            return self.staff.authenticate_session(conn, token)
         row = _TOKEN.first(conn, {"p_hash": token_hash(token)})
         now = self.clock.now()
         if row is None or row["revoked_at"] is not None:
@@ -63,15 +66,11 @@ class Auth:
         if row["expires_at"] is not None and row["expires_at"] <= now:
             raise errors.Unauthenticated("the token has expired")
         principal_type = PrincipalType(row["principal_type"])
-        roles: frozenset[str] = frozenset()
-        if principal_type is PrincipalType.STAFF:
-            staff = conn.execute(
-                select(t.staff_members).where(t.staff_members.c.id == row["principal_id"])
-            ).first()
-            if staff is None or staff.status != "active":
-                raise errors.Unauthenticated("the staff member is not active")
-            roles = frozenset(r for r in staff.roles.split(",") if r)
-        return Principal(principal_type, row["principal_id"], roles)
+        if principal_type is not PrincipalType.CUSTOMER:
+            raise errors.Unauthenticated(
+                "staff sign in with username, password and code (POST /v1/staff/login)"
+            )
+        return Principal(principal_type, row["principal_id"])
 
     def revoke_tokens(
         self, conn: Connection, principal_type: PrincipalType, principal_id: str
@@ -86,23 +85,6 @@ class Auth:
             .values(revoked_at=self.clock.now())
         )
         return result.rowcount
-
-    def create_staff(
-        self, conn: Connection, *, username: str, display_name: str, roles: list[str]
-    ) -> str:
-        staff_id = new_id("staff")
-        conn.execute(
-            insert(t.staff_members),
-            {
-                "id": staff_id,
-                "username": username,
-                "display_name": display_name,
-                "roles": ",".join(sorted(roles)),
-                "status": "active",
-                "created_at": self.clock.now(),
-            },
-        )
-        return staff_id
 
     def staff_by_username(self, conn: Connection, username: str) -> str | None:
         return conn.execute(

@@ -63,7 +63,7 @@ def show(table: Table) -> None:
     """A rich table on a terminal; tab-separated lines (header first) otherwise,
     so ids and amounts are never truncated for scripts."""
     if out.is_terminal:
-        show(table)
+        out.print(table)
         return
     typer.echo("\t".join(str(column.header) for column in table.columns))
     for cells in zip(*(column.cells for column in table.columns), strict=True):
@@ -111,23 +111,32 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Default: TONGBAO_HTTP_PORT")] = None,
     background: Annotated[bool, typer.Option(help="Run background duties")] = True,
 ) -> None:
-    """Serve the HTTP API (interactive docs at /docs) until interrupted."""
+    """Serve the HTTP API (interactive docs at /docs) until interrupted: HTTPS
+    only, TLS 1.2 or newer, when TONGBAO_TLS_CERTFILE and TONGBAO_TLS_KEYFILE are set."""
     import uvicorn  # noqa: PLC0415
 
     from tongbao.api.app import create_app  # noqa: PLC0415
+    from tongbao.api.hardening import tls_files  # noqa: PLC0415
     from tongbao.platform import Platform  # noqa: PLC0415
 
     settings = Settings()
     configure_logging(settings.log_level, json=settings.log_json)
+    # Refuse a broken TLS set-up here, in one line, rather than in every worker.
+    tls = tls_files(settings)
+    if tls is not None:
+        tls.context()
     platform = Platform(settings).start()
     bind_host, bind_port = host or settings.http_host, port or settings.http_port
-    _banner(platform, bind_host, bind_port)
+    _banner(platform, bind_host, bind_port, scheme="https" if tls else "http")
     options: dict[str, Any] = {
         "host": bind_host,
         "port": bind_port,
         "log_config": None,
         "access_log": False,
     }
+    if tls is not None:
+        # uvicorn's own ssl_version sets no minimum version; this context does.
+        options["ssl_context_factory"] = tls.uvicorn_factory()
     if settings.http_workers == 1:
         uvicorn.run(create_app(platform, background=background), **options)
         return
@@ -142,16 +151,16 @@ def serve(
     )
 
 
-def _banner(platform: Any, host: str, port: int) -> None:
+def _banner(platform: Any, host: str, port: int, *, scheme: str = "http") -> None:
     from tongbao import demo  # noqa: PLC0415
 
-    base = f"http://{host}:{port}"
+    base = f"{scheme}://{host}:{port}"
     err.print(
         f"\n[bold]Tongbao (通宝)[/] on {platform.db.dialect} — API {base}/v1, "
         f"interactive docs [link]{base}/docs[/link]"
     )
     seeded = platform.db.read(
-        lambda conn: platform.auth.staff_by_username(conn, demo.DEMO_REVIEWER[0])
+        lambda conn: platform.auth.staff_by_username(conn, demo.DEMO_STAFF[0].username)
     )
     if not seeded:
         err.print("No demo data. Create some with `tongbao demo seed`.\n")
@@ -165,7 +174,7 @@ def _banner(platform: Any, host: str, port: int) -> None:
             f"  {entry.demo.name} ({entry.demo.kind}): token {entry.demo.token}  "
             f"account {entry.customer.account_id}{card}"
         )
-    lines.append(f"  {demo.DEMO_REVIEWER[1]} (staff, reviewer): token {demo.DEMO_REVIEWER[2]}")
+    lines += demo.staff_lines()
     err.print("\n".join(lines) + "\n", markup=False, highlight=False)
     lisi = customers[1].customer
     err.print(
@@ -226,7 +235,7 @@ def demo_seed() -> None:
                 f"{entry.demo.name}: token {entry.demo.token}, account "
                 f"{entry.customer.account_id}, balance {format_yuan(balance.available)}"
             )
-        out.print(f"{demo.DEMO_REVIEWER[1]} (reviewer): token {demo.DEMO_REVIEWER[2]}")
+        out.print("\n".join(demo.staff_lines()), markup=False, highlight=False)
 
 
 @config_app.command("show")
@@ -485,6 +494,10 @@ def customers_create(
     name: Annotated[str, typer.Option()],
     kind: Annotated[str, typer.Option(help="person or merchant")] = "person",
     phone: Annotated[str | None, typer.Option()] = None,
+    id_number: Annotated[str | None, typer.Option(help="Resident ID number")] = None,
+    consented: Annotated[
+        bool, typer.Option(help="The customer agreed to the current privacy policy (DATA-1)")
+    ] = False,
 ) -> None:
     """Create a customer with a wallet (or merchant account) and print its API token once."""
     from tongbao.auth import PrincipalType  # noqa: PLC0415
@@ -493,13 +506,23 @@ def customers_create(
     if kind not in {k.value for k in CustomerKind}:
         raise errors.ValidationFailed("kind is 'person' or 'merchant'")
     with platform_for() as platform:
+        policy = platform.settings.privacy_policy_version if consented else None
 
         def create(conn: Connection) -> tuple[str, str, str]:
             customer = platform.customers.register(
-                conn, kind=CustomerKind(kind), name=name, phone=phone
+                conn,
+                kind=CustomerKind(kind),
+                name=name,
+                phone=phone,
+                id_number=id_number,
+                policy_version=policy,
+                channel="counter",
             )
             token = platform.auth.issue_token(
                 conn, PrincipalType.CUSTOMER, customer.id, label="cli"
+            )
+            platform.audit.record(
+                conn, actor=cli_actor(), action="customer.create", target=f"customer:{customer.id}"
             )
             return customer.id, customer.account_id, token
 
@@ -509,13 +532,51 @@ def customers_create(
 
 @customers_app.command("list")
 @refusals
-def customers_list() -> None:
+def customers_list(
+    phone: Annotated[str | None, typer.Option(help="Exactly this mobile number")] = None,
+    id_number: Annotated[str | None, typer.Option(help="Exactly this ID number")] = None,
+) -> None:
+    """Customers (masked, SEC-3); --phone/--id-number find one through the blind index."""
+    from tongbao.customers import Customer  # noqa: PLC0415
+    from tongbao.security.masking import mask_id_number, mask_phone  # noqa: PLC0415
+
     with platform_for() as platform:
-        customers = platform.db.read(platform.customers.search)
-    table = Table("customer", "kind", "name", "status", "account")
+
+        def read(conn: Connection) -> list[Customer]:
+            found: list[Customer] = platform.customers.search(
+                conn, phone=phone, id_number=id_number
+            )
+            platform.audit.record_read(
+                conn,
+                actor=cli_actor(),
+                target="customers",
+                fields=["name", "phone", "id_number"],
+                count=len(found),
+                source_ip=None,
+            )
+            return found
+
+        customers = platform.db.run(read)
+    table = Table("customer", "kind", "name", "phone", "ID number", "status", "account")
     for c in customers:
-        table.add_row(c.id, c.kind, c.name, c.status, c.account_id)
+        table.add_row(
+            c.id,
+            c.kind,
+            c.display_name,
+            mask_phone(c.phone) if c.phone else "",
+            mask_id_number(c.id_number) if c.id_number else "",
+            c.status,
+            c.account_id,
+        )
     show(table)
+
+
+def cli_actor() -> str:
+    """Who the audit log names for a command-line action: the operating-system
+    user, since the CLI runs with database access on the server itself."""
+    import getpass  # noqa: PLC0415
+
+    return f"cli:{getpass.getuser()}"
 
 
 @calendar_app.command("import")
@@ -541,6 +602,19 @@ def calendar_years() -> None:
     with platform_for() as platform:
         years = platform.calendar.known_years()
     out.print(f"{years[0]}–{years[-1]}" if years else "none")
+
+
+# Sub-apps in modules of their own import the helpers above, so they come last.
+from tongbao.cli.audit import audit_app  # noqa: E402
+from tongbao.cli.keys import keys_app  # noqa: E402
+from tongbao.cli.retention import retention_app  # noqa: E402
+
+app.add_typer(retention_app, name="retention")
+app.add_typer(audit_app, name="audit")
+app.add_typer(keys_app, name="keys")
+from tongbao.cli.staff import staff_app  # noqa: E402
+
+app.add_typer(staff_app, name="staff")
 
 
 if __name__ == "__main__":  # pragma: no cover

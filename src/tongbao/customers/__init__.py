@@ -2,10 +2,11 @@
 
 from tongbao.customers.service import (
     BankCard,
+    Consent,
     Customer,
     CustomerKind,
     Customers,
     CustomerStatus,
 )
 
-__all__ = ["BankCard", "Customer", "CustomerKind", "CustomerStatus", "Customers"]
+__all__ = ["BankCard", "Consent", "Customer", "CustomerKind", "CustomerStatus", "Customers"]

@@ -1,20 +1,28 @@
-"""Customers, their ledger account and their bound bank cards.
+"""Customers, their ledger account, bound bank cards and consents.
 
 Registration with real-name verification (ACC-1 … ACC-6) comes with a later
 issue; here a customer is created by staff tooling or the demo seed, gets a
 wallet (person) or merchant account (merchant) in the ledger, and can bind
 bank cards through the bank channel's quick-pay agreement.
+
+Personal data never reaches the database in clear (SEC-1): name, phone, ID
+number, card number and card holder are encrypted under the customer's own
+data key (subject ``customer:<id>``), so destroying that key at the end of
+the retention period destroys all of it at once (AUD-6). Exact-match lookups
+use keyed blind indexes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, RowMapping, bindparam, insert, select, update
+from stdnum.cn import ric
 
 from tongbao import errors
 from tongbao.banking import BankChannel, CardVerification
@@ -22,9 +30,57 @@ from tongbao.clock import Clock, business_date
 from tongbao.customers import bankcard
 from tongbao.customers import tables as t
 from tongbao.ids import new_id
-from tongbao.ledger import AccountType, Ledger
+from tongbao.ledger import AccountStatus, AccountType, Ledger
+from tongbao.security.keyring import EncryptedColumn, KeyRing
+from tongbao.security.masking import mask_name
 from tongbao.storage import Database, is_unique_violation
 from tongbao.storage.prepared import Prepared
+
+RECORD_CLASS = "customer"
+SHREDDED = "[已销毁]"  # shown in place of personal data destroyed at end of retention
+
+# Every column holding ciphertext, for ``tongbao keys reencrypt``.
+ENCRYPTED_COLUMNS = (
+    EncryptedColumn("customers", "name", "id", RECORD_CLASS, "customers.name"),
+    EncryptedColumn("customers", "phone", "id", RECORD_CLASS, "customers.phone"),
+    EncryptedColumn("customers", "id_number", "id", RECORD_CLASS, "customers.id_number"),
+    EncryptedColumn(
+        "bank_cards", "card_number", "customer_id", RECORD_CLASS, "bank_cards.card_number"
+    ),
+    EncryptedColumn(
+        "bank_cards", "holder_name", "customer_id", RECORD_CLASS, "bank_cards.holder_name"
+    ),
+)
+
+
+def subject_of(customer_id: str) -> str:
+    """The key-ring subject whose data key encrypts this customer's data."""
+    return f"customer:{customer_id}"
+
+
+def normalise_phone(phone: str) -> str:
+    """Digits only, without a +86 prefix.
+
+    >>> normalise_phone("+86 138-0013-8000")
+    '13800138000'
+    """
+    digits = "".join(ch for ch in phone if ch.isdigit())
+    return digits[2:] if len(digits) == 13 and digits.startswith("86") else digits
+
+
+def validate_phone(phone: str) -> str:
+    digits = normalise_phone(phone)
+    if len(digits) != 11 or not digits.startswith("1"):
+        raise errors.ValidationFailed("a mobile number has 11 digits and starts with 1")
+    return digits
+
+
+def validate_id_number(id_number: str) -> str:
+    """A resident ID number (GB 11643-1999), check digit included."""
+    try:
+        return str(ric.validate(id_number.strip().upper()))
+    except Exception:  # stdnum's ValidationError subclasses, or a malformed date
+        raise errors.ValidationFailed("the resident ID number is not valid") from None
 
 
 class CustomerKind(StrEnum):
@@ -47,6 +103,16 @@ class Customer:
     status: CustomerStatus
     account_id: str
     created_at: datetime
+    id_number: str | None = None
+    consented_policy_version: str | None = None
+    closed_at: datetime | None = None
+    shredded: bool = False
+
+    @property
+    def display_name(self) -> str:
+        """How payments and notifications name this customer to others: a
+        merchant by its business name, a person masked (SEC-3)."""
+        return self.name if self.kind is CustomerKind.MERCHANT else mask_name(self.name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,55 +143,242 @@ _BY_ACCOUNT = Prepared(
 
 
 class Customers:
-    def __init__(self, ledger: Ledger, clock: Clock, banks: Mapping[str, BankChannel]) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        clock: Clock,
+        banks: Mapping[str, BankChannel],
+        keyring: KeyRing,
+    ) -> None:
         self.ledger = ledger
         self.clock = clock
         self.banks = banks
+        self.keyring = keyring
+        keyring.register(*ENCRYPTED_COLUMNS)
 
     # --- customers -------------------------------------------------------------
 
     def register(
-        self, conn: Connection, *, kind: CustomerKind, name: str, phone: str | None = None
+        self,
+        conn: Connection,
+        *,
+        kind: CustomerKind,
+        name: str,
+        phone: str | None = None,
+        id_number: str | None = None,
+        policy_version: str | None = None,
+        channel: str = "api",
     ) -> Customer:
-        if not name.strip():
+        """A new customer with a ledger account; ``policy_version`` records
+        their consent to that privacy policy version (DATA-1)."""
+        name = name.strip()
+        if not name:
             raise errors.ValidationFailed("a customer needs a name")
+        phone = validate_phone(phone) if phone else None
+        id_number = validate_id_number(id_number) if id_number else None
         customer_id = new_id("cus")
         account_type = (
             AccountType.MERCHANT if kind is CustomerKind.MERCHANT else AccountType.CUSTOMER_WALLET
         )
+        # The account's name carries no personal data: the ledger is never shredded.
         account = self.ledger.open_account(
-            conn, account_type, name=f"{kind.value} {name}", owner_id=customer_id
+            conn, account_type, name=f"{kind.value} {customer_id}", owner_id=customer_id
         )
         now = self.clock.now()
+        seal = self._sealer(conn, customer_id)
         conn.execute(
             insert(t.customers),
             {
                 "id": customer_id,
                 "kind": kind.value,
-                "name": name.strip(),
-                "phone": phone,
+                "name": seal("customers.name", name),
+                "phone": seal("customers.phone", phone),
+                "phone_bidx": self._index("customers.phone", phone),
+                "id_number": seal("customers.id_number", id_number),
+                "id_number_bidx": self._index("customers.id_number", id_number),
                 "status": CustomerStatus.ACTIVE.value,
                 "account_id": account.id,
                 "created_at": now,
             },
         )
-        return Customer(
-            customer_id, kind, name.strip(), phone, CustomerStatus.ACTIVE, account.id, now
+        customer = Customer(
+            customer_id, kind, name, phone, CustomerStatus.ACTIVE, account.id, now, id_number
         )
+        if policy_version is not None:
+            customer = self.record_consent(conn, customer, policy_version, channel=channel)
+        return customer
+
+    def _sealer(self, conn: Connection, customer_id: str) -> _Sealer:
+        def seal(field: str, value: str | None) -> str | None:
+            if value is None:
+                return None
+            return self.keyring.encrypt(
+                conn,
+                subject=subject_of(customer_id),
+                record_class=RECORD_CLASS,
+                field=field,
+                plaintext=value,
+            )
+
+        return seal
+
+    def _index(self, field: str, value: str | None) -> str | None:
+        return None if value is None else self.keyring.blind_index(field, value)
+
+    def _open(self, conn: Connection, field: str, value: str | None) -> str | None:
+        return None if value is None else self.keyring.decrypt(conn, value, field=field)
 
     def get(self, conn: Connection, customer_id: str) -> Customer:
         row = _BY_ID.first(conn, {"p_id": customer_id})
         if row is None:
             raise errors.NotFound(f"no customer {customer_id}")
-        return _customer(row)
+        return self._customer(conn, row)
 
     def by_account(self, conn: Connection, account_id: str) -> Customer | None:
         row = _BY_ACCOUNT.first(conn, {"p_account": account_id})
-        return None if row is None else _customer(row)
+        return None if row is None else self._customer(conn, row)
 
-    def search(self, conn: Connection, *, limit: int = 100) -> list[Customer]:
-        rows = conn.execute(select(t.customers).order_by(t.customers.c.id).limit(limit))
-        return [_customer(r._mapping) for r in rows]
+    def search(
+        self,
+        conn: Connection,
+        *,
+        phone: str | None = None,
+        id_number: str | None = None,
+        limit: int = 100,
+    ) -> list[Customer]:
+        """Customers, optionally the ones with exactly this phone or ID number —
+        found through the blind index, never by decrypting the table."""
+        query = select(t.customers).order_by(t.customers.c.id).limit(limit)
+        if phone is not None:
+            digits = validate_phone(phone)
+            query = query.where(
+                t.customers.c.phone_bidx == self.keyring.blind_index("customers.phone", digits)
+            )
+        if id_number is not None:
+            number = validate_id_number(id_number)
+            query = query.where(
+                t.customers.c.id_number_bidx
+                == self.keyring.blind_index("customers.id_number", number)
+            )
+        return [self._customer(conn, r._mapping) for r in conn.execute(query)]
+
+    def _customer(self, conn: Connection, r: RowMapping | dict[str, Any]) -> Customer:
+        shredded = r["shredded_at"] is not None
+        if shredded:
+            name, phone, id_number = SHREDDED, None, None
+        else:
+            name = self._open(conn, "customers.name", r["name"]) or ""
+            phone = self._open(conn, "customers.phone", r["phone"])
+            id_number = self._open(conn, "customers.id_number", r["id_number"])
+        return Customer(
+            id=r["id"],
+            kind=CustomerKind(r["kind"]),
+            name=name,
+            phone=phone,
+            status=CustomerStatus(r["status"]),
+            account_id=r["account_id"],
+            created_at=r["created_at"],
+            id_number=id_number,
+            consented_policy_version=r["consented_policy_version"],
+            closed_at=r["closed_at"],
+            shredded=shredded,
+        )
+
+    # --- consent (DATA-1) --------------------------------------------------------------
+
+    def record_consent(
+        self, conn: Connection, customer: Customer, version: str, *, channel: str = "api"
+    ) -> Customer:
+        """The customer agrees to privacy policy ``version``; history is kept."""
+        if not version.strip() or len(version) > 20:
+            raise errors.ValidationFailed("a policy version is 1 to 20 characters")
+        now = self.clock.now()
+        conn.execute(
+            insert(t.consents),
+            {
+                "customer_id": customer.id,
+                "id": new_id("cns"),
+                "document": "privacy_policy",
+                "version": version,
+                "accepted_at": now,
+                "channel": channel[:20],
+            },
+        )
+        conn.execute(
+            update(t.customers)
+            .where(t.customers.c.id == customer.id)
+            .values(consented_policy_version=version)
+        )
+        return _replace_consent(customer, version)
+
+    def consents(self, conn: Connection, customer_id: str) -> list[Consent]:
+        rows = conn.execute(
+            select(t.consents)
+            .where(t.consents.c.customer_id == customer_id)
+            .order_by(t.consents.c.accepted_at.desc(), t.consents.c.id.desc())
+        )
+        return [
+            Consent(r.id, r.document, r.version, r.accepted_at, r.channel, r.withdrawn_at)
+            for r in rows
+        ]
+
+    def withdraw_consent(self, conn: Connection, customer: Customer) -> Customer:
+        """The customer withdraws consent: payments stop until they agree again."""
+        conn.execute(
+            update(t.consents)
+            .where(t.consents.c.customer_id == customer.id, t.consents.c.withdrawn_at.is_(None))
+            .values(withdrawn_at=self.clock.now())
+        )
+        conn.execute(
+            update(t.customers)
+            .where(t.customers.c.id == customer.id)
+            .values(consented_policy_version=None)
+        )
+        return _replace_consent(customer, None)
+
+    # --- closing and retention (AUD-6) ---------------------------------------------------
+
+    def close(self, conn: Connection, customer_id: str) -> Customer:
+        """End the relationship: the account must be empty; cards are unbound by
+        the caller first. The retention clock for personal data starts now."""
+        customer = self.get(conn, customer_id)
+        if customer.status is CustomerStatus.CLOSED:
+            raise errors.AccountClosed(f"customer {customer_id} is already closed")
+        self.ledger.set_status(conn, customer.account_id, AccountStatus.CLOSED)
+        now = self.clock.now()
+        conn.execute(
+            update(t.customers)
+            .where(t.customers.c.id == customer_id)
+            .values(status=CustomerStatus.CLOSED.value, closed_at=now)
+        )
+        return self.get(conn, customer_id)
+
+    def due_for_shredding(self, conn: Connection, closed_before: datetime) -> list[str]:
+        """Closed customers whose retention period ended and whose data still exists."""
+        c = t.customers.c
+        rows = conn.execute(
+            select(c.id)
+            .where(c.closed_at < closed_before, c.shredded_at.is_(None))
+            .order_by(c.closed_at)
+        )
+        return [r.id for r in rows]
+
+    def shred(self, conn: Connection, customer_id: str) -> int:
+        """Crypto-shred the customer's personal data: their data key is destroyed,
+        so every ciphertext made with it — here, in backups, in replicas — is
+        unreadable. The blind indexes go too (they would still match a value)."""
+        destroyed = self.keyring.shred(conn, subject_of(customer_id))
+        conn.execute(
+            update(t.customers)
+            .where(t.customers.c.id == customer_id)
+            .values(shredded_at=self.clock.now(), phone_bidx=None, id_number_bidx=None)
+        )
+        conn.execute(
+            update(t.bank_cards)
+            .where(t.bank_cards.c.customer_id == customer_id)
+            .values(card_number_bidx="")
+        )
+        return destroyed
 
     # --- bank cards (ACC-6, PAY-2) ------------------------------------------------
 
@@ -170,15 +423,17 @@ class Customers:
         )
 
         def record(conn: Connection) -> None:
+            seal = self._sealer(conn, customer_id)
             conn.execute(
                 insert(t.bank_cards),
                 {
                     "customer_id": customer_id,
                     "id": card.id,
                     "bank_code": bank_code,
-                    "card_number": number,
+                    "card_number": seal("bank_cards.card_number", number),
+                    "card_number_bidx": self._index("bank_cards.card_number", number),
                     "card_last4": card.card_last4,
-                    "holder_name": holder_name,
+                    "holder_name": seal("bank_cards.holder_name", holder_name),
                     "expires_on": expires_on,
                     "agreement_id": agreement.agreement_id,
                     "status": card.status,
@@ -199,7 +454,9 @@ class Customers:
         c = t.bank_cards.c
         found = conn.execute(
             select(c.id).where(
-                c.customer_id == customer_id, c.card_number == number, c.status == "bound"
+                c.customer_id == customer_id,
+                c.card_number_bidx == self.keyring.blind_index("bank_cards.card_number", number),
+                c.status == "bound",
             )
         ).first()
         return found is not None
@@ -210,7 +467,7 @@ class Customers:
             .where(t.bank_cards.c.customer_id == customer_id, t.bank_cards.c.status == "bound")
             .order_by(t.bank_cards.c.id)
         )
-        return [_card(r._mapping) for r in rows]
+        return [self._card(conn, r._mapping) for r in rows]
 
     def card(
         self, conn: Connection, customer_id: str, card_id: str, *, any_status: bool = False
@@ -223,7 +480,7 @@ class Customers:
         ).first()
         if row is None or (row.status != "bound" and not any_status):
             raise errors.CardNotFound(f"no bound card {card_id}")
-        return _card(row._mapping)
+        return self._card(conn, row._mapping)
 
     def usable_card(self, conn: Connection, customer_id: str, card_id: str) -> BankCard:
         """PAY-2: a bound card that has not expired. (The bank itself confirms
@@ -245,28 +502,37 @@ class Customers:
         )
         return card
 
+    def _card(self, conn: Connection, r: RowMapping | dict[str, Any]) -> BankCard:
+        try:
+            holder = self._open(conn, "bank_cards.holder_name", r["holder_name"]) or ""
+        except errors.DataShredded:
+            holder = SHREDDED
+        return BankCard(
+            id=r["id"],
+            customer_id=r["customer_id"],
+            bank_code=r["bank_code"],
+            card_last4=r["card_last4"],
+            holder_name=holder,
+            expires_on=r["expires_on"],
+            agreement_id=r["agreement_id"],
+            status=r["status"],
+            created_at=r["created_at"],
+        )
 
-def _customer(r: RowMapping | dict[str, Any]) -> Customer:
-    return Customer(
-        id=r["id"],
-        kind=CustomerKind(r["kind"]),
-        name=r["name"],
-        phone=r["phone"],
-        status=CustomerStatus(r["status"]),
-        account_id=r["account_id"],
-        created_at=r["created_at"],
-    )
+
+@dataclass(frozen=True, slots=True)
+class Consent:
+    id: str
+    document: str
+    version: str
+    accepted_at: datetime
+    channel: str
+    withdrawn_at: datetime | None
 
 
-def _card(r: RowMapping) -> BankCard:
-    return BankCard(
-        id=r["id"],
-        customer_id=r["customer_id"],
-        bank_code=r["bank_code"],
-        card_last4=r["card_last4"],
-        holder_name=r["holder_name"],
-        expires_on=r["expires_on"],
-        agreement_id=r["agreement_id"],
-        status=r["status"],
-        created_at=r["created_at"],
-    )
+class _Sealer(Protocol):
+    def __call__(self, field: str, value: str | None) -> str | None: ...
+
+
+def _replace_consent(customer: Customer, version: str | None) -> Customer:
+    return dataclasses.replace(customer, consented_policy_version=version)

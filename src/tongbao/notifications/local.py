@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
@@ -102,3 +102,15 @@ class LocalChannel:
             ]
 
         return page_of(self.db.read(fetch), limit, lambda message: message.id)
+
+    def count_delivered_before(self, conn: Connection, before: datetime) -> int:
+        query = select(func.count()).select_from(_m).where(_m.c.delivered_at < before)
+        return int(conn.execute(query).scalar_one())
+
+    def purge_delivered_before(self, conn: Connection, before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` stored messages delivered before ``before`` (AUD-6)."""
+        due = select(_m.c.id).where(_m.c.delivered_at < before).order_by(_m.c.id).limit(limit)
+        ids = list(conn.execute(due).scalars())
+        if ids:
+            conn.execute(delete(_m).where(_m.c.id.in_(ids)))
+        return len(ids)

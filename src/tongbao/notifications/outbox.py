@@ -31,7 +31,7 @@ from typing import Any, Final
 
 import orjson
 import structlog
-from sqlalchemy import Connection, RowMapping, select, update
+from sqlalchemy import Connection, RowMapping, delete, func, select, update
 
 from tongbao import errors
 from tongbao.clock import Clock
@@ -155,6 +155,32 @@ class Notifications:
         self.retry_base = retry_base
         self.retry_cap = retry_cap
         self.lease = lease
+
+    # --- retention (AUD-6) --------------------------------------------------------------
+
+    def count_finished_before(self, conn: Connection, before: datetime) -> int:
+        o = t.outbox.c
+        return int(
+            conn.execute(
+                select(func.count())
+                .select_from(t.outbox)
+                .where(o.status.in_(("sent", "failed")), o.created_at < before)
+            ).scalar_one()
+        )
+
+    def purge_finished_before(self, conn: Connection, before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` delivered or abandoned notices created before ``before``."""
+        o = t.outbox.c
+        due = (
+            select(o.id)
+            .where(o.status.in_(("sent", "failed")), o.created_at < before)
+            .order_by(o.created_at)
+            .limit(limit)
+        )
+        ids = list(conn.execute(due).scalars())
+        if ids:
+            conn.execute(delete(t.outbox).where(o.id.in_(ids)))
+        return len(ids)
 
     # --- enqueue ---------------------------------------------------------------------
 

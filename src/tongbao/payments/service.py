@@ -194,6 +194,11 @@ class Payments:
 
     def _build(self, conn: Connection, customer: Customer, request: PaymentRequest) -> _Change:
         self._require_active(customer)
+        if customer.consented_policy_version != self.settings.privacy_policy_version:
+            raise errors.ConsentRequired(
+                f"agree to privacy policy {self.settings.privacy_policy_version} before paying "
+                "(POST /v1/me/consents)"
+            )
         kind = request.kind
         if kind is PaymentKind.REFUND:
             raise errors.ValidationFailed("refunds are made with the refund call on the payment")
@@ -207,11 +212,13 @@ class Payments:
         execute_at = self._execute_at(kind, request, now)
 
         card_id = None
-        payer_name = payee_name = customer.name
+        # Orders keep display names (persons masked, SEC-3): history reads them
+        # without decrypting anything, and they outlive crypto-shredding.
+        payer_name = payee_name = customer.display_name
         if kind in (PaymentKind.TRANSFER, PaymentKind.MERCHANT_PAYMENT):
             payee_customer = self._payee(conn, customer, request)
             payer, payee = customer.account_id, payee_customer.account_id
-            payee_name = payee_customer.name
+            payee_name = payee_customer.display_name
         else:
             if not request.card_id:
                 raise errors.ValidationFailed(f"a {kind} needs card_id, a bound bank card")
@@ -221,7 +228,7 @@ class Payments:
             card_label = f"{card.bank_code} {card.masked_number}"
             if kind is PaymentKind.TOPUP:
                 payer, payee = clearing, customer.account_id
-                payer_name, payee_name = card_label, f"{customer.name}的钱包"
+                payer_name, payee_name = card_label, f"{customer.display_name}的钱包"
             else:
                 payer, payee = customer.account_id, clearing
                 payee_name = card_label
@@ -987,7 +994,7 @@ class Payments:
             customer_id=merchant.id,
             payer_account_id=merchant.account_id,
             payee_account_id=o_order.payer_account_id,
-            payer_name=merchant.name[:100],
+            payer_name=merchant.display_name[:100],
             payee_name=o_order.payer_name,
             card_id=None,
             amount=amount,

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel
 from sqlalchemy import Connection
 
 from tongbao import errors
 from tongbao.api import present
 from tongbao.api import schemas as s
-from tongbao.api.deps import CustomerDep, PlatformDep
+from tongbao.api.deps import (
+    CustomerDep,
+    IdempotencyKey,
+    PlatformDep,
+    PrincipalDep,
+    RawBody,
+    idempotent,
+)
 from tongbao.customers import Customer
 from tongbao.ledger import Account
 from tongbao.ledger.model import Side
@@ -19,15 +28,66 @@ from tongbao.platform import Platform
 router = APIRouter(prefix="/v1", tags=["accounts"])
 
 
-@router.get("/me", response_model=s.Me, summary="The calling customer")
+@router.get("/me", response_model=s.Me, summary="The calling customer (personal data masked)")
 def me(customer: CustomerDep) -> s.Me:
-    return s.Me(
-        id=customer.id,
-        kind=customer.kind,
-        name=customer.name,
-        status=customer.status,
-        account_id=customer.account_id,
+    return present.me(customer)
+
+
+@router.get("/me/consents", response_model=s.ConsentList, summary="My consents (DATA-1)")
+def list_consents(platform: PlatformDep, customer: CustomerDep) -> s.ConsentList:
+    consents = platform.db.read(lambda conn: platform.customers.consents(conn, customer.id))
+    return s.ConsentList(
+        current_version=platform.settings.privacy_policy_version,
+        data=[present.consent(c) for c in consents],
     )
+
+
+@router.post(
+    "/me/consents",
+    response_model=s.Me,
+    status_code=201,
+    summary="Agree to the current privacy policy (DATA-1)",
+)
+def give_consent(
+    body: s.ConsentGive,
+    request: Request,
+    platform: PlatformDep,
+    principal: PrincipalDep,
+    customer: CustomerDep,
+    raw: RawBody,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    current = platform.settings.privacy_policy_version
+    if body.version != current:
+        raise errors.ValidationFailed(
+            f"privacy policy {body.version} is not the current one; the current one is {current}"
+        )
+
+    def operation(conn: Connection) -> tuple[int, BaseModel]:
+        return 201, present.me(
+            platform.customers.record_consent(conn, customer, body.version, channel="api")
+        )
+
+    return idempotent(platform, principal, request, idempotency_key, raw, operation)
+
+
+@router.post(
+    "/me/consents/withdraw",
+    response_model=s.Me,
+    summary="Withdraw consent: payments stop until agreed again",
+)
+def withdraw_consent(
+    request: Request,
+    platform: PlatformDep,
+    principal: PrincipalDep,
+    customer: CustomerDep,
+    raw: RawBody,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    def operation(conn: Connection) -> tuple[int, BaseModel]:
+        return 200, present.me(platform.customers.withdraw_consent(conn, customer))
+
+    return idempotent(platform, principal, request, idempotency_key, raw, operation)
 
 
 def _own_account(

@@ -43,13 +43,7 @@ def bind_card(
     # The bank is called outside our transaction; the idempotency record then
     # points at the stored card, so a retry does not sign a second agreement.
     def operation(_: Connection) -> tuple[int, BaseModel]:
-        return 202, s.Me(
-            id=customer.id,
-            kind=customer.kind,
-            name=customer.name,
-            status=customer.status,
-            account_id=customer.account_id,
-        )
+        return 202, present.me(customer)
 
     def complete(_: str) -> tuple[int, BaseModel]:
         card = platform.customers.bind_card(

@@ -1,22 +1,122 @@
-"""/v1/staff: back-office work — the payment review queue (RISK-5 path)."""
+"""/v1/staff: staff login (SEC-13) and back-office work — the payment review queue.
+
+Login and password change do not go through the Idempotency-Key store: it
+would keep a fingerprint of the password (and the session token) it must
+never hold. Retrying a login simply logs in again.
+"""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
-from pydantic import BaseModel
+from fastapi.security import HTTPAuthorizationCredentials
+from pydantic import BaseModel, Field
 from sqlalchemy import Connection
 
 from tongbao.api import present
 from tongbao.api import schemas as s
-from tongbao.api.deps import IdempotencyKey, PlatformDep, RawBody, idempotent, require_staff
+from tongbao.api.deps import (
+    IdempotencyKey,
+    PlatformDep,
+    RawBody,
+    StaffSessionDep,
+    bearer_credentials,
+    client_ip,
+    idempotent,
+    require_permission,
+)
 from tongbao.auth import Principal
 from tongbao.payments import PaymentKind
 
 router = APIRouter(prefix="/v1/staff", tags=["staff"])
-Reviewer = Annotated[Principal, Depends(require_staff("reviewer"))]
+Reviewer = Annotated[Principal, Depends(require_permission("payments.review"))]
+
+
+class LoginBody(BaseModel):
+    username: str = Field(max_length=60)
+    password: str = Field(max_length=200)
+    totp: str = Field(max_length=10, description="The 6-digit code of the authenticator app")
+
+
+class SessionOut(BaseModel):
+    object: str = "staff_session"
+    token: str = Field(description="Send as `Authorization: Bearer <token>`; shown once")
+    staff_id: str
+    expires_at: datetime = Field(description="The latest end; idle_minutes without use end it")
+    idle_minutes: int
+    password_expired: bool = Field(
+        description="AUTH-6: only POST /v1/staff/password works until the password is changed"
+    )
+
+
+class PasswordBody(BaseModel):
+    current_password: str = Field(max_length=200)
+    new_password: str = Field(max_length=200)
+
+
+class Done(BaseModel):
+    object: str
+    done: bool = True
+
+
+class StaffMe(BaseModel):
+    object: str = "staff_member"
+    id: str
+    roles: list[str]
+    permissions: list[str]
+
+
+@router.post(
+    "/login",
+    response_model=SessionOut,
+    summary="Staff login: username, password and TOTP code (SEC-13) → a session token",
+)
+def login(body: LoginBody, request: Request, platform: PlatformDep) -> SessionOut:
+    session = platform.staff.login(
+        platform.db,
+        username=body.username,
+        password=body.password,
+        code=body.totp,
+        source_ip=client_ip(request),
+    )
+    return SessionOut(
+        token=session.token,
+        staff_id=session.staff_id,
+        expires_at=session.expires_at,
+        idle_minutes=session.idle_minutes,
+        password_expired=session.password_expired,
+    )
+
+
+@router.post("/logout", response_model=Done, summary="End this staff session")
+def logout(
+    platform: PlatformDep,
+    staff: StaffSessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_credentials)],
+) -> Done:
+    assert credentials is not None  # the session dependency checked it
+    platform.db.run(lambda conn: platform.staff.logout(conn, credentials.credentials))
+    return Done(object="staff_session")
+
+
+@router.post(
+    "/password",
+    response_model=Done,
+    summary="Change the own password (AUTH-6); works also when it has expired",
+)
+def change_password(body: PasswordBody, platform: PlatformDep, staff: StaffSessionDep) -> Done:
+    platform.staff.change_password(
+        platform.db, staff, current=body.current_password, new=body.new_password
+    )
+    return Done(object="staff_password")
+
+
+@router.get("/me", response_model=StaffMe, summary="The signed-in staff member's permissions")
+def me(staff: StaffSessionDep) -> StaffMe:
+    return StaffMe(id=staff.id, roles=sorted(staff.roles), permissions=sorted(staff.permissions))
 
 
 class ReviewQueue(BaseModel):

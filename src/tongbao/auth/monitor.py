@@ -1,0 +1,184 @@
+"""Records staff behaviour and raises alerts (SEC-8); rules in :mod:`.behaviour`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, func, insert, select, update
+
+from tongbao.auth import tables as t
+from tongbao.auth.behaviour import (
+    FAILURE_KINDS,
+    AlertKind,
+    EventKind,
+    threshold_alert,
+    unusual_hour,
+    unusual_permission,
+)
+from tongbao.auth.ports import AuditTrail
+from tongbao.clock import Clock
+from tongbao.config import Settings
+from tongbao.ids import new_id
+from tongbao.storage import is_unique_violation
+
+
+@dataclass(frozen=True, slots=True)
+class StaffAlert:
+    id: str
+    staff_id: str
+    kind: AlertKind
+    detail: str
+    raised_at: datetime
+
+
+class BehaviourMonitor:
+    def __init__(self, settings: Settings, clock: Clock, audit: AuditTrail) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.audit = audit
+
+    @property
+    def window(self) -> timedelta:
+        return timedelta(minutes=self.settings.behaviour_window_minutes)
+
+    def record(
+        self, conn: Connection, staff_id: str, kind: EventKind, detail: str, *, weight: int = 1
+    ) -> list[StaffAlert]:
+        """Count one event and raise the alerts it makes due."""
+        now = self.clock.now()
+        conn.execute(
+            insert(t.staff_events),
+            {
+                "id": new_id("sev"),
+                "staff_id": staff_id,
+                "kind": kind.value,
+                "weight": weight,
+                "detail": detail[:200],
+                "at": now,
+            },
+        )
+        since = now - self.window
+        e = t.staff_events
+        sums = dict(
+            conn.execute(
+                select(e.c.kind, func.sum(e.c.weight))
+                .where(e.c.staff_id == staff_id, e.c.at > since)
+                .group_by(e.c.kind)
+            ).all()
+        )
+        failures = sum(int(sums.get(k.value) or 0) for k in FAILURE_KINDS)
+        reads = int(sums.get(EventKind.PII_READ.value) or 0)
+        raised = []
+        for alert in threshold_alert(
+            failures,
+            reads,
+            max_failures=self.settings.behaviour_failed_operations,
+            max_reads=self.settings.behaviour_bulk_reads,
+        ):
+            what = (
+                f"{failures} failed logins or refused operations"
+                if alert is AlertKind.REPEATED_FAILURES
+                else f"{reads} personal-data records read"
+            )
+            found = self._raise(conn, staff_id, alert, f"{what} within {self.window}")
+            if found:
+                raised.append(found)
+        return raised
+
+    def pii_read(self, conn: Connection, staff_id: str, records: int, what: str) -> None:
+        """AUD-4/SEC-8: a staff member read ``records`` records of personal data."""
+        if records > 0:
+            self.record(conn, staff_id, EventKind.PII_READ, what, weight=records)
+
+    def permission_used(self, conn: Connection, staff_id: str, permission: str) -> list[StaffAlert]:
+        """Remember that ``permission`` was used; alert when that is out of pattern."""
+        now = self.clock.now()
+        u = t.staff_permission_use
+        first_activity = conn.execute(
+            select(func.min(u.c.first_used_at)).where(u.c.staff_id == staff_id)
+        ).scalar()
+        last_used = conn.execute(
+            select(u.c.last_used_at).where(u.c.staff_id == staff_id, u.c.permission == permission)
+        ).scalar()
+        raised = []
+        if unusual_permission(last_used, first_activity, now):
+            alert = self._raise(
+                conn,
+                staff_id,
+                AlertKind.UNUSUAL_PERMISSION,
+                f"used {permission}, not used by them in the previous 30 days",
+            )
+            raised.append(alert)
+        if unusual_hour(permission, now):
+            alert = self._raise(
+                conn, staff_id, AlertKind.UNUSUAL_HOUR, f"used {permission} outside working hours"
+            )
+            raised.append(alert)
+        if last_used is None:
+            try:
+                with conn.begin_nested():
+                    conn.execute(
+                        insert(u),
+                        {
+                            "staff_id": staff_id,
+                            "permission": permission,
+                            "first_used_at": now,
+                            "last_used_at": now,
+                        },
+                    )
+            except Exception as exc:  # first use recorded concurrently: fine
+                if not is_unique_violation(exc):
+                    raise
+        else:
+            conn.execute(
+                update(u)
+                .where(u.c.staff_id == staff_id, u.c.permission == permission)
+                .values(last_used_at=now)
+            )
+        return [a for a in raised if a is not None]
+
+    def _raise(
+        self, conn: Connection, staff_id: str, kind: AlertKind, detail: str
+    ) -> StaffAlert | None:
+        now = self.clock.now()
+        a = t.staff_alerts
+        recent = conn.execute(
+            select(a.c.id).where(
+                a.c.staff_id == staff_id, a.c.kind == kind.value, a.c.raised_at > now - self.window
+            )
+        ).first()
+        if recent is not None:
+            return None
+        alert = StaffAlert(new_id("alert"), staff_id, kind, detail[:300], now)
+        conn.execute(
+            insert(a),
+            {
+                "id": alert.id,
+                "staff_id": staff_id,
+                "kind": kind.value,
+                "detail": alert.detail,
+                "raised_at": now,
+            },
+        )
+        self.audit.record(
+            conn,
+            actor="system:behaviour_monitor",
+            action="staff.alert",
+            target=f"staff:{staff_id}",
+            details={"kind": kind.value, "detail": alert.detail},
+        )
+        return alert
+
+    def alerts(
+        self, conn: Connection, *, staff_id: str | None = None, limit: int = 100
+    ) -> list[StaffAlert]:
+        """Alerts, newest first."""
+        a = t.staff_alerts
+        query = select(a).order_by(a.c.raised_at.desc(), a.c.id.desc()).limit(limit)
+        if staff_id is not None:
+            query = query.where(a.c.staff_id == staff_id)
+        return [
+            StaffAlert(r.id, r.staff_id, AlertKind(r.kind), r.detail, r.raised_at)
+            for r in conn.execute(query)
+        ]

@@ -1,0 +1,210 @@
+"""``tongbao audit``: verify, checkpoint, search and export the audit log (AUD-2, AUD-3).
+
+``verify`` exits 0 when the chain and its checkpoints are intact and 1
+otherwise, naming the first broken record. Searches and exports are
+themselves recorded (AUD-4).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from tongbao import errors
+from tongbao.audit import AuditQuery, AuditVerifyReport
+from tongbao.cli import cli_actor, err, out, platform_for, refusals, show
+from tongbao.clock import SHANGHAI
+
+audit_app = typer.Typer(help="Tamper-evident audit log (AUD-1…AUD-4).", no_args_is_help=True)
+
+Since = Annotated[
+    str | None,
+    typer.Option(help="From this time (ISO 8601; without a zone: Asia/Shanghai), inclusive"),
+]
+Until = Annotated[str | None, typer.Option(help="Before this time (as --since)")]
+Actor = Annotated[str | None, typer.Option(help="Exactly this actor, e.g. staff:staff_…")]
+Action = Annotated[str | None, typer.Option(help="Exactly this action, e.g. staff.login")]
+Target = Annotated[str | None, typer.Option(help="Exactly this target, e.g. customer:cus_…")]
+Keyword = Annotated[str | None, typer.Option(help="Text in the actor, action, target or details")]
+
+
+def _instant(name: str, text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise errors.ValidationFailed(f"--{name} {text!r} is not an ISO 8601 time") from None
+    return value if value.tzinfo else value.replace(tzinfo=SHANGHAI)
+
+
+def _query(
+    actor: str | None,
+    action: str | None,
+    target: str | None,
+    since: str | None,
+    until: str | None,
+    keyword: str | None,
+) -> AuditQuery:
+    return AuditQuery(
+        actor, action, target, _instant("since", since), _instant("until", until), keyword
+    )
+
+
+def _record_use(platform: Any, action: str, details: dict[str, Any], outcome: str = "ok") -> None:
+    platform.db.run(
+        lambda conn: platform.audit.record(
+            conn,
+            actor=cli_actor(),
+            action=action,
+            target="audit_log",
+            outcome=outcome,
+            details=details,
+        )
+    )
+
+
+def _print_report(report: AuditVerifyReport) -> None:
+    for problem in report.checkpoint_problems:
+        err.print(str(problem), markup=False, highlight=False)
+    for found in report.breaks[:20]:
+        err.print(str(found), markup=False, highlight=False)
+    if report.break_count > 20:
+        err.print(f"… and {report.break_count - 20} more", markup=False)
+    first = report.first_break
+    if first is not None:
+        err.print(
+            f"audit log BROKEN: first broken record seq {first.seq} ({first.kind}): "
+            f"{first.detail}; {report.summary()}",
+            markup=False,
+            highlight=False,
+        )
+    else:
+        err.print(
+            f"audit log BROKEN: the checkpoint file cannot be trusted; {report.summary()}",
+            markup=False,
+        )
+
+
+@audit_app.command("verify")
+@refusals
+def audit_verify() -> None:
+    """Check every record's hash and link, gaps, the chain head and the signed
+    checkpoints. Exits 1 naming the first broken record."""
+    with platform_for() as platform:
+        with Progress(
+            TextColumn("verifying audit chain"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        ) as bar:
+            task = bar.add_task("verify", total=None)
+
+            def progress(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            report = platform.audit.verify(platform.db, progress=progress)
+        first = report.first_break
+        _record_use(
+            platform,
+            "audit.verify",
+            {"records": report.records, "first_break": str(first) if first else None},
+            outcome="ok" if report.ok else "failed",
+        )
+    if report.ok:
+        out.print(f"audit log OK: {report.summary()}", markup=False)
+        return
+    _print_report(report)
+    raise typer.Exit(1)
+
+
+@audit_app.command("checkpoint")
+@refusals
+def audit_checkpoint() -> None:
+    """Sign the committed chain head now and append it to the checkpoint file
+    (the server does this every TONGBAO_AUDIT_CHECKPOINT_INTERVAL_SECONDS)."""
+    with platform_for() as platform:
+        cp = platform.audit.checkpoint(platform.db)
+        path = platform.settings.audit_checkpoint_file
+    if cp is None:
+        out.print("nothing to checkpoint: the chain head has not moved", markup=False)
+        return
+    out.print(
+        f"checkpoint seq {cp.seq} hash {cp.hash} signed {cp.at.isoformat()} -> {path}",
+        markup=False,
+    )
+
+
+@audit_app.command("search")
+@refusals
+def audit_search(
+    actor: Actor = None,
+    action: Action = None,
+    target: Target = None,
+    since: Since = None,
+    until: Until = None,
+    keyword: Keyword = None,
+    limit: Annotated[int, typer.Option(min=1, max=100)] = 20,
+    cursor: Annotated[str | None, typer.Option(help="next cursor of the previous page")] = None,
+) -> None:
+    """Audit records matching the filters, newest first."""
+    query = _query(actor, action, target, since, until, keyword)
+    with platform_for() as platform:
+        page = platform.db.read(
+            lambda conn: platform.audit.search(conn, query, cursor=cursor, limit=limit)
+        )
+        _record_use(
+            platform,
+            "audit.search",
+            {"filters": query.described(), "cursor": cursor, "results": len(page.items)},
+        )
+    table = Table("seq", "time", "actor", "action", "target", "outcome", "details")
+    for r in page.items:
+        table.add_row(
+            str(r.seq),
+            r.at.astimezone(SHANGHAI).isoformat(timespec="seconds"),
+            r.actor,
+            r.action,
+            r.target,
+            r.outcome,
+            r.details,
+        )
+    show(table)
+    if page.next_cursor:
+        err.print(f"more: --cursor {page.next_cursor}", markup=False)
+
+
+@audit_app.command("export")
+@refusals
+def audit_export(
+    out_file: Annotated[
+        Path, typer.Option("--out", dir_okay=False, help="CSV file to write (UTF-8 with BOM)")
+    ],
+    actor: Actor = None,
+    action: Action = None,
+    target: Target = None,
+    since: Since = None,
+    until: Until = None,
+    keyword: Keyword = None,
+) -> None:
+    """Every matching record, oldest first, as a CSV report."""
+    query = _query(actor, action, target, since, until, keyword)
+    with platform_for() as platform:
+        matching = platform.db.read(lambda conn: platform.audit.count(conn, query))
+        with out_file.open("wb") as f:
+            for chunk in platform.audit.export_csv(platform.db, query):
+                f.write(chunk)
+        # Recorded after the export, so the report does not contain its own record.
+        _record_use(
+            platform,
+            "audit.export",
+            {"filters": query.described(), "records": matching, "file": out_file.name},
+        )
+    out.print(f"exported {matching} records to {out_file}", markup=False)
