@@ -145,7 +145,12 @@ def populate(platform: Platform, customers: int, balance_fen: int) -> list[Custo
 
     def create(conn: sa.Connection) -> list[Customer]:
         made = [
-            platform.customers.register(conn, kind=CustomerKind.PERSON, name=f"客户{i}")
+            platform.customers.register(
+                conn,
+                kind=CustomerKind.PERSON,
+                name=f"客户{i}",
+                policy_version=platform.settings.privacy_policy_version,
+            )
             for i in range(customers)
         ]
         clearing = platform.ledger.account_id_by_code(conn, "bank_clearing:SIMBANK")
@@ -428,6 +433,7 @@ def run_http(
     env = {
         **os.environ,
         "TONGBAO_DATABASE_URL": url,
+        "TONGBAO_MASTER_KEY": BENCH_MASTER_KEY,
         "TONGBAO_LOG_LEVEL": "WARNING",
         "TONGBAO_HTTP_WORKERS": str(workers),
         "TONGBAO_ENV": "test",

@@ -243,6 +243,18 @@ def test_policy_changes_write_numbered_versions(platform: Platform) -> None:
     with pytest.raises(Exception, match="append-only"):
         platform.db.run(lambda conn: conn.execute(text("UPDATE policy_settings SET value = '1'")))
 
+    # An approved configuration change takes effect in running processes at
+    # their next tick, and in every process started later.
+    assert platform.settings.staff_lockout_minutes == 60
+    assert platform.tick()["config_changes_applied"] == 1
+    assert platform.settings.staff_lockout_minutes == 120
+    fresh = platform.settings.model_copy(update={"staff_lockout_minutes": 60})
+    restarted = Platform(fresh, clock=platform.clock).start()
+    try:
+        assert restarted.settings.staff_lockout_minutes == 120
+    finally:
+        restarted.close()
+
 
 def test_roles_are_granted_through_dual_control_and_checked_twice(platform: Platform) -> None:
     """SEC-5 + SEC-6: a second administrator approves; a conflict is refused

@@ -226,4 +226,5 @@ def staff_lines() -> list[str]:
     lines.append(
         "  code now: .venv/bin/python -c \"import pyotp; print(pyotp.TOTP('<secret>').now())\""
     )
+    lines.append("  dual control (SEC-6): see README, 'Staff and dual control'")
     return lines

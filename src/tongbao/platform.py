@@ -30,6 +30,7 @@ from tongbao.notifications import Notifications
 from tongbao.notifications.channel import NotificationChannel
 from tongbao.notifications.local import LocalChannel
 from tongbao.ops import PolicySettings
+from tongbao.ops.policies import CONFIG_PREFIX, RUNTIME_SETTINGS
 from tongbao.payments import Payments
 from tongbao.payments.service import SUSPENSE
 from tongbao.retention import RecordClass, Retention
@@ -165,7 +166,24 @@ class Platform:
             )
         self.db.run(self.keyring.initialize)  # MasterKeyInvalid for a wrong master key
         self.db.run(self.payments.open_internal_accounts)
+        self.apply_config_policies()
         return self
+
+    def apply_config_policies(self) -> dict[str, object]:
+        """Run-time settings changed under dual control (``config.change``, SEC-6)
+        take effect in this process: at start and on every tick, so every
+        worker follows within ``background_interval_seconds``. Returns what changed."""
+        changed: dict[str, object] = {}
+        for policy in self.db.read(self.policies.all_current):
+            if not policy.key.startswith(CONFIG_PREFIX):
+                continue
+            name = policy.key.removeprefix(CONFIG_PREFIX)
+            if name in RUNTIME_SETTINGS and getattr(self.settings, name) != policy.value:
+                setattr(self.settings, name, policy.value)
+                changed[name] = policy.value
+        if changed:
+            log.info("config_policies_applied", **changed)
+        return changed
 
     def simulated_bank(self) -> SimulatedBank:
         bank = self.banks.get(SIMULATED_BANK)
@@ -183,6 +201,7 @@ class Platform:
         done.update(self.payments.tick())
         done["holds_expired"] = self._expire_holds()
         done["dual_control_expired"] = self.db.run(self.dual_control.expire_due)
+        done["config_changes_applied"] = len(self.apply_config_policies())
         done["notified"] = self.notify()
         forget_before = self.clock.now() - timedelta(hours=self.settings.idempotency_ttl_hours)
         done["keys_forgotten"] = self.db.run(
