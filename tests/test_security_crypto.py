@@ -124,13 +124,21 @@ def test_malformed_ciphertexts_are_refused(text: str) -> None:
 # --- the master key ---------------------------------------------------------------------
 
 
-def test_no_master_key_refuses_start_up_with_the_fix(settings: Settings) -> None:
-    """SEC-1: the platform does not start without a master key, and says how to get one."""
+def test_no_master_key_refuses_start_up_with_the_fix(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SEC-1: the platform does not start without a master key, and says how to get one;
+    the quick start's ``var/master.key`` is found without being named."""
+    monkeypatch.chdir(tmp_path)
     bare = settings.model_copy(update={"master_key": None, "master_key_file": None})
     with pytest.raises(errors.MasterKeyMissing) as refused:
         Platform(bare)
     assert "tongbao keys init" in refused.value.detail
     assert "TONGBAO_MASTER_KEY_FILE" in refused.value.detail
+
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "master.key").write_text(TEST_MASTER_KEY, encoding="ascii")
+    assert load_master_key(bare).key_id == load_master_key(settings).key_id
 
 
 @pytest.mark.parametrize(

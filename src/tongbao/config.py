@@ -142,7 +142,8 @@ class Settings(BaseSettings):
     ``tongbao.security.keyring.MasterKeyProvider``. Start-up refuses without one."""
     master_key_file: Path | None = None
     """File holding the master key (base64, mode 0600). ``tongbao keys init``
-    creates one; the quick start keeps it at ``var/master.key``."""
+    creates one. Unset (and no ``master_key``): ``var/master.key`` if it
+    exists — where the quick start keeps it."""
     field_cipher: Literal["AES-256-GCM", "SM4-GCM"] = "AES-256-GCM"
     """SEC-1/SEC-12: cipher for new field ciphertexts and key versions; both
     always decrypt, so switching needs no downtime (run ``tongbao keys reencrypt``)."""

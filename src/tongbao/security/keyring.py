@@ -161,12 +161,18 @@ with this master key: it is not the master key the key ring was made with
             ) from None
 
 
+DEFAULT_MASTER_KEY_FILE = Path("var/master.key")
+
+
 def load_master_key(settings: Settings) -> LocalMasterKey:
     """The master key the settings name; refuses clearly when there is none
     (:class:`~tongbao.errors.MasterKeyMissing`) or it is malformed
     (:class:`~tongbao.errors.MasterKeyInvalid`)."""
     secret = settings.master_key.get_secret_value() if settings.master_key else None
     path = settings.master_key_file
+    if not secret and path is None and DEFAULT_MASTER_KEY_FILE.is_file():
+        # The quick start's key, found where it put it — as the database is.
+        path = DEFAULT_MASTER_KEY_FILE
     if secret and path:
         raise errors.MasterKeyInvalid(
             "both TONGBAO_MASTER_KEY and TONGBAO_MASTER_KEY_FILE are set; set only one"
