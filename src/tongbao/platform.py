@@ -123,10 +123,10 @@ class Platform:
         customers = self.customers
 
         def customers_due(conn: Connection, before: datetime) -> int:
-            return len(customers.due_for_shredding(conn, before))
+            return customers.count_due_for_shredding(conn, before)
 
         def shred_customers(conn: Connection, before: datetime, limit: int) -> int:
-            due = customers.due_for_shredding(conn, before)[:limit]
+            due = customers.due_for_shredding(conn, before, limit=limit)
             for customer_id in due:
                 customers.shred(conn, customer_id)
             return len(due)

@@ -19,9 +19,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any
 
-from sqlalchemy import Connection, RowMapping, bindparam, insert, select, update
+from sqlalchemy import Connection, RowMapping, Select, bindparam, func, insert, select, update
 from stdnum.cn import ric
 
 from tongbao import errors
@@ -31,45 +31,35 @@ from tongbao.customers import bankcard
 from tongbao.customers import tables as t
 from tongbao.ids import new_id
 from tongbao.ledger import AccountStatus, AccountType, Ledger
-from tongbao.security.keyring import EncryptedColumn, KeyRing
+from tongbao.security.keyring import EncryptedColumn, KeyRing, subject_for
 from tongbao.security.masking import mask_name
+from tongbao.security.normalise import normalise_for_index
 from tongbao.storage import Database, is_unique_violation
 from tongbao.storage.prepared import Prepared
 
 RECORD_CLASS = "customer"
 SHREDDED = "[已销毁]"  # shown in place of personal data destroyed at end of retention
 
+# Field names: what each ciphertext is bound to (AEAD associated data) and
+# what each blind index is keyed by.
+NAME, PHONE, ID_NUMBER = "customers.name", "customers.phone", "customers.id_number"
+CARD_NUMBER, HOLDER_NAME = "bank_cards.card_number", "bank_cards.holder_name"
+
 # Every column holding ciphertext, for ``tongbao keys reencrypt``.
 ENCRYPTED_COLUMNS = (
-    EncryptedColumn("customers", "name", "id", RECORD_CLASS, "customers.name"),
-    EncryptedColumn("customers", "phone", "id", RECORD_CLASS, "customers.phone"),
-    EncryptedColumn("customers", "id_number", "id", RECORD_CLASS, "customers.id_number"),
-    EncryptedColumn(
-        "bank_cards", "card_number", "customer_id", RECORD_CLASS, "bank_cards.card_number"
-    ),
-    EncryptedColumn(
-        "bank_cards", "holder_name", "customer_id", RECORD_CLASS, "bank_cards.holder_name"
-    ),
+    EncryptedColumn("customers", "name", "id", RECORD_CLASS, NAME),
+    EncryptedColumn("customers", "phone", "id", RECORD_CLASS, PHONE),
+    EncryptedColumn("customers", "id_number", "id", RECORD_CLASS, ID_NUMBER),
+    EncryptedColumn("bank_cards", "card_number", "customer_id", RECORD_CLASS, CARD_NUMBER),
+    EncryptedColumn("bank_cards", "holder_name", "customer_id", RECORD_CLASS, HOLDER_NAME),
 )
 
 
-def subject_of(customer_id: str) -> str:
-    """The key-ring subject whose data key encrypts this customer's data."""
-    return f"customer:{customer_id}"
-
-
-def normalise_phone(phone: str) -> str:
-    """Digits only, without a +86 prefix.
-
-    >>> normalise_phone("+86 138-0013-8000")
-    '13800138000'
-    """
-    digits = "".join(ch for ch in phone if ch.isdigit())
-    return digits[2:] if len(digits) == 13 and digits.startswith("86") else digits
-
-
 def validate_phone(phone: str) -> str:
-    digits = normalise_phone(phone)
+    try:
+        digits = normalise_for_index(PHONE, phone)  # digits only, +86 dropped
+    except errors.ValidationFailed:  # no digits at all: the message below says more
+        digits = ""
     if len(digits) != 11 or not digits.startswith("1"):
         raise errors.ValidationFailed("a mobile number has 11 digits and starts with 1")
     return digits
@@ -185,17 +175,20 @@ class Customers:
             conn, account_type, name=f"{kind.value} {customer_id}", owner_id=customer_id
         )
         now = self.clock.now()
-        seal = self._sealer(conn, customer_id)
+
+        def seal(field: str, value: str | None) -> str | None:
+            return self._seal(conn, customer_id, field, value)
+
         conn.execute(
             insert(t.customers),
             {
                 "id": customer_id,
                 "kind": kind.value,
-                "name": seal("customers.name", name),
-                "phone": seal("customers.phone", phone),
-                "phone_bidx": self._index("customers.phone", phone),
-                "id_number": seal("customers.id_number", id_number),
-                "id_number_bidx": self._index("customers.id_number", id_number),
+                "name": seal(NAME, name),
+                "phone": seal(PHONE, phone),
+                "phone_bidx": self._index(PHONE, phone),
+                "id_number": seal(ID_NUMBER, id_number),
+                "id_number_bidx": self._index(ID_NUMBER, id_number),
                 "status": CustomerStatus.ACTIVE.value,
                 "account_id": account.id,
                 "created_at": now,
@@ -208,19 +201,18 @@ class Customers:
             customer = self.record_consent(conn, customer, policy_version, channel=channel)
         return customer
 
-    def _sealer(self, conn: Connection, customer_id: str) -> _Sealer:
-        def seal(field: str, value: str | None) -> str | None:
-            if value is None:
-                return None
-            return self.keyring.encrypt(
-                conn,
-                subject=subject_of(customer_id),
-                record_class=RECORD_CLASS,
-                field=field,
-                plaintext=value,
-            )
-
-        return seal
+    def _seal(
+        self, conn: Connection, customer_id: str, field: str, value: str | None
+    ) -> str | None:
+        if value is None:
+            return None
+        return self.keyring.encrypt(
+            conn,
+            subject=subject_for(RECORD_CLASS, customer_id),
+            record_class=RECORD_CLASS,
+            field=field,
+            plaintext=value,
+        )
 
     def _index(self, field: str, value: str | None) -> str | None:
         return None if value is None else self.keyring.blind_index(field, value)
@@ -251,14 +243,11 @@ class Customers:
         query = select(t.customers).order_by(t.customers.c.id).limit(limit)
         if phone is not None:
             digits = validate_phone(phone)
-            query = query.where(
-                t.customers.c.phone_bidx == self.keyring.blind_index("customers.phone", digits)
-            )
+            query = query.where(t.customers.c.phone_bidx == self.keyring.blind_index(PHONE, digits))
         if id_number is not None:
             number = validate_id_number(id_number)
             query = query.where(
-                t.customers.c.id_number_bidx
-                == self.keyring.blind_index("customers.id_number", number)
+                t.customers.c.id_number_bidx == self.keyring.blind_index(ID_NUMBER, number)
             )
         return [self._customer(conn, r._mapping) for r in conn.execute(query)]
 
@@ -267,9 +256,9 @@ class Customers:
         if shredded:
             name, phone, id_number = SHREDDED, None, None
         else:
-            name = self._open(conn, "customers.name", r["name"]) or ""
-            phone = self._open(conn, "customers.phone", r["phone"])
-            id_number = self._open(conn, "customers.id_number", r["id_number"])
+            name = self._open(conn, NAME, r["name"]) or ""
+            phone = self._open(conn, PHONE, r["phone"])
+            id_number = self._open(conn, ID_NUMBER, r["id_number"])
         return Customer(
             id=r["id"],
             kind=CustomerKind(r["kind"]),
@@ -309,7 +298,7 @@ class Customers:
             .where(t.customers.c.id == customer.id)
             .values(consented_policy_version=version)
         )
-        return _replace_consent(customer, version)
+        return dataclasses.replace(customer, consented_policy_version=version)
 
     def consents(self, conn: Connection, customer_id: str) -> list[Consent]:
         rows = conn.execute(
@@ -334,7 +323,7 @@ class Customers:
             .where(t.customers.c.id == customer.id)
             .values(consented_policy_version=None)
         )
-        return _replace_consent(customer, None)
+        return dataclasses.replace(customer, consented_policy_version=None)
 
     # --- closing and retention (AUD-6) ---------------------------------------------------
 
@@ -353,21 +342,22 @@ class Customers:
         )
         return self.get(conn, customer_id)
 
-    def due_for_shredding(self, conn: Connection, closed_before: datetime) -> list[str]:
+    def due_for_shredding(
+        self, conn: Connection, closed_before: datetime, *, limit: int | None = None
+    ) -> list[str]:
         """Closed customers whose retention period ended and whose data still exists."""
-        c = t.customers.c
-        rows = conn.execute(
-            select(c.id)
-            .where(c.closed_at < closed_before, c.shredded_at.is_(None))
-            .order_by(c.closed_at)
-        )
-        return [r.id for r in rows]
+        due = _due(closed_before).order_by(t.customers.c.closed_at).limit(limit)
+        return [row.id for row in conn.execute(due)]
+
+    def count_due_for_shredding(self, conn: Connection, closed_before: datetime) -> int:
+        due = _due(closed_before).subquery()
+        return int(conn.execute(select(func.count()).select_from(due)).scalar_one())
 
     def shred(self, conn: Connection, customer_id: str) -> int:
         """Crypto-shred the customer's personal data: their data key is destroyed,
         so every ciphertext made with it — here, in backups, in replicas — is
         unreadable. The blind indexes go too (they would still match a value)."""
-        destroyed = self.keyring.shred(conn, subject_of(customer_id))
+        destroyed = self.keyring.shred(conn, subject_for(RECORD_CLASS, customer_id))
         conn.execute(
             update(t.customers)
             .where(t.customers.c.id == customer_id)
@@ -423,17 +413,16 @@ class Customers:
         )
 
         def record(conn: Connection) -> None:
-            seal = self._sealer(conn, customer_id)
             conn.execute(
                 insert(t.bank_cards),
                 {
                     "customer_id": customer_id,
                     "id": card.id,
                     "bank_code": bank_code,
-                    "card_number": seal("bank_cards.card_number", number),
-                    "card_number_bidx": self._index("bank_cards.card_number", number),
+                    "card_number": self._seal(conn, customer_id, CARD_NUMBER, number),
+                    "card_number_bidx": self._index(CARD_NUMBER, number),
                     "card_last4": card.card_last4,
-                    "holder_name": seal("bank_cards.holder_name", holder_name),
+                    "holder_name": self._seal(conn, customer_id, HOLDER_NAME, holder_name),
                     "expires_on": expires_on,
                     "agreement_id": agreement.agreement_id,
                     "status": card.status,
@@ -455,7 +444,7 @@ class Customers:
         found = conn.execute(
             select(c.id).where(
                 c.customer_id == customer_id,
-                c.card_number_bidx == self.keyring.blind_index("bank_cards.card_number", number),
+                c.card_number_bidx == self.keyring.blind_index(CARD_NUMBER, number),
                 c.status == "bound",
             )
         ).first()
@@ -504,7 +493,7 @@ class Customers:
 
     def _card(self, conn: Connection, r: RowMapping | dict[str, Any]) -> BankCard:
         try:
-            holder = self._open(conn, "bank_cards.holder_name", r["holder_name"]) or ""
+            holder = self._open(conn, HOLDER_NAME, r["holder_name"]) or ""
         except errors.DataShredded:
             holder = SHREDDED
         return BankCard(
@@ -530,9 +519,6 @@ class Consent:
     withdrawn_at: datetime | None
 
 
-class _Sealer(Protocol):
-    def __call__(self, field: str, value: str | None) -> str | None: ...
-
-
-def _replace_consent(customer: Customer, version: str | None) -> Customer:
-    return dataclasses.replace(customer, consented_policy_version=version)
+def _due(closed_before: datetime) -> Select[tuple[str]]:
+    c = t.customers.c
+    return select(c.id).where(c.closed_at < closed_before, c.shredded_at.is_(None))
