@@ -26,24 +26,21 @@ JSON text, so verifying never depends on re-serialising anything:
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 
 from tongbao import errors
+from tongbao.security.algorithms import DIGESTS, digest_of
 
 FORMAT = "tongbao-audit-v1"
 GENESIS_HASH = "0" * 64
 """What the first record's ``prev_hash`` links to."""
-
-DigestAlgorithm = Literal["SHA-256", "SM3"]
-DIGEST_ALGORITHMS: tuple[str, ...] = ("SHA-256", "SM3")
 
 MAX_DETAILS_CHARS = 16_000
 # ``<kind>:<who>``: staff:…, customer:… (``Principal.actor``), system:<component>,
@@ -56,26 +53,6 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # --- digests -------------------------------------------------------------------------
 
 
-def _sm3() -> Callable[[bytes], str]:
-    if "sm3" in hashlib.algorithms_available:
-        return lambda data: hashlib.new("sm3", data).hexdigest()
-    # OpenSSL builds without SM3 in hashlib: cryptography bundles its own.
-    from cryptography.hazmat.primitives import hashes  # noqa: PLC0415
-
-    def sm3(data: bytes) -> str:
-        h = hashes.Hash(hashes.SM3())
-        h.update(data)
-        return h.finalize().hex()
-
-    return sm3
-
-
-_DIGESTS: dict[str, Callable[[bytes], str]] = {
-    "SHA-256": lambda data: hashlib.sha256(data).hexdigest(),
-    "SM3": _sm3(),
-}
-
-
 def digest(algorithm: str, data: bytes) -> str:
     """Hex digest with SHA-256 or SM3 (GB/T 32905, the national algorithm).
 
@@ -84,10 +61,9 @@ def digest(algorithm: str, data: bytes) -> str:
     >>> digest("SHA-256", b"abc")[:16]
     'ba7816bf8f01cfea'
     """
-    try:
-        return _DIGESTS[algorithm](data)
-    except KeyError:
-        raise errors.ConfigurationError(f"unknown digest algorithm {algorithm!r}") from None
+    if algorithm not in DIGESTS:
+        raise errors.ConfigurationError(f"unknown digest algorithm {algorithm!r}")
+    return digest_of(algorithm, data).hex()
 
 
 def canonical_json(value: Mapping[str, Any]) -> str:
@@ -102,12 +78,13 @@ def canonical_json(value: Mapping[str, Any]) -> str:
         raise errors.ValidationFailed(f"not representable as JSON: {exc}") from None
 
 
-def state_digest(algorithm: str, state: Mapping[str, Any] | None) -> str | None:
-    """The digest standing in for a before/after state: it proves what the state
-    was to whoever holds it, without keeping the (personal) data in the log."""
+def state_digest(algorithm: str, state: str | None) -> str | None:
+    """The digest standing in for a before/after state (its canonical JSON): it
+    proves what the state was to whoever holds it, without keeping the
+    (personal) data in the log."""
     if state is None:
         return None
-    return digest(algorithm, canonical_json(state).encode())
+    return digest(algorithm, state.encode())
 
 
 def instant_text(at: datetime) -> str:
@@ -134,8 +111,9 @@ class AuditEntry:
     target: str
     outcome: str
     source_ip: str | None
-    before: Mapping[str, Any] | None
-    after: Mapping[str, Any] | None
+    before: str | None
+    after: str | None
+    """``before`` and ``after``: canonical JSON text, digested when sealed."""
     details: str
     """Canonical JSON text, free of personal data."""
 
@@ -224,11 +202,10 @@ def make_entry(
     text = canonical_json(shown)
     if len(text) > MAX_DETAILS_CHARS:
         raise errors.ValidationFailed(f"details exceed {MAX_DETAILS_CHARS} characters")
-    if before is not None:
-        canonical_json(before)  # refuse unrepresentable states before anything is locked
-    if after is not None:
-        canonical_json(after)
-    return AuditEntry(actor, action, target, outcome, source_ip, before, after, text)
+    # Serialised here, before the chain head is locked; refuses unrepresentable states.
+    before_text = None if before is None else canonical_json(before)
+    after_text = None if after is None else canonical_json(after)
+    return AuditEntry(actor, action, target, outcome, source_ip, before_text, after_text, text)
 
 
 def canonical_record(r: AuditRecord) -> bytes:
@@ -280,11 +257,7 @@ def seal(
         prev_hash=prev_hash,
         hash="",
     )
-    return AuditRecord(**{**_fields(unsealed), "hash": record_hash(unsealed)})
-
-
-def _fields(r: AuditRecord) -> dict[str, Any]:
-    return {name: getattr(r, name) for name in AuditRecord.__slots__}
+    return replace(unsealed, hash=record_hash(unsealed))
 
 
 # --- search ----------------------------------------------------------------------------
@@ -446,7 +419,7 @@ class ChainChecker:
                 f"{gap} {'is' if r.seq == expected + 1 else 'are'} missing "
                 f"(seq {self.last.seq} is followed by seq {r.seq})",
             )
-        if r.algorithm not in _DIGESTS:
+        if r.algorithm not in DIGESTS:
             self._break(r.seq, BreakKind.MODIFIED, f"unknown digest algorithm {r.algorithm!r}")
         elif record_hash(r) != r.hash:
             self._break(r.seq, BreakKind.MODIFIED, "the stored fields do not hash to its hash")

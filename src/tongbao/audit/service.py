@@ -30,7 +30,6 @@ from tongbao.audit.checkpoint_file import CheckpointFile, LoadedCheckpoints
 from tongbao.audit.checkpoints import Checkpoint
 from tongbao.audit.export import csv_header, csv_rows
 from tongbao.audit.model import (
-    DIGEST_ALGORITHMS,
     GENESIS,
     GENESIS_HASH,
     AuditQuery,
@@ -47,6 +46,7 @@ from tongbao.audit.model import (
 )
 from tongbao.clock import Clock
 from tongbao.pagination import Page, check_limit, page_of
+from tongbao.security.algorithms import require_digest
 from tongbao.storage import Database
 
 log = structlog.get_logger(__name__)
@@ -110,8 +110,7 @@ class AuditLog:
         checkpoints: CheckpointFile | None = None,
         redact: Callable[[str], str] | None = None,
     ) -> None:
-        if algorithm not in DIGEST_ALGORITHMS:
-            raise errors.ConfigurationError(f"unknown digest algorithm {algorithm!r}")
+        require_digest(algorithm)
         self.clock = clock
         self.algorithm = algorithm
         self.checkpoints = checkpoints

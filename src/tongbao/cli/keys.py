@@ -27,8 +27,6 @@ keys_app = typer.Typer(
     no_args_is_help=True,
 )
 
-DEFAULT_MASTER_KEY_FILE = Path("var/master.key")
-
 
 @keys_app.command("init")
 @refusals
@@ -42,7 +40,10 @@ def keys_init(
     ] = False,
 ) -> None:
     """Create a master key file (mode 0600). An existing one is never overwritten."""
-    from tongbao.security import create_master_key_file  # noqa: PLC0415
+    from tongbao.security.keyring import (  # noqa: PLC0415
+        DEFAULT_MASTER_KEY_FILE,
+        create_master_key_file,
+    )
 
     settings = Settings()
     path = file or settings.master_key_file or DEFAULT_MASTER_KEY_FILE

@@ -192,6 +192,9 @@ def unwrap_key(kek: bytes, blob: bytes, aad: bytes) -> bytes:
 # --- digests ---------------------------------------------------------------------------
 
 
+_HASHLIB_SM3: Final = "sm3" in hashlib.algorithms_available
+
+
 def _hash(digest: str) -> hashes.HashAlgorithm:
     if digest == "SHA-256":
         return hashes.SHA256()
@@ -208,6 +211,8 @@ def digest_of(digest: str, data: bytes) -> bytes:
     """
     if digest == "SHA-256":
         return hashlib.sha256(data).digest()
+    if digest == "SM3" and _HASHLIB_SM3:
+        return hashlib.new("sm3", data).digest()  # OpenSSL's: faster than the object below
     h = hashes.Hash(_hash(digest))
     h.update(data)
     return h.finalize()

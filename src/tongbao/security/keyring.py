@@ -361,10 +361,7 @@ _CURRENT_VERSION = (
 _NEWEST_DATA_KEY = Prepared(
     select(
         _dk.c.dek_id,
-        _dk.c.record_class,
         _dk.c.kek_version,
-        _dk.c.cipher,
-        _dk.c.wrapped_key,
         _dk.c.shredded_at,
         _CURRENT_VERSION.label("current_version"),
     )
@@ -615,19 +612,7 @@ class KeyRing:
                     f"the data of {subject} was destroyed; nothing is written for it any more"
                 )
             if row["kek_version"] == row["current_version"]:
-                cached = self._data_keys.get(row["dek_id"])
-                if cached is not None:
-                    return cached
-                kek = self._kek(conn, row["kek_version"])
-                return self._unwrap_data_key(
-                    kek,
-                    row["dek_id"],
-                    subject,
-                    row["record_class"],
-                    row["kek_version"],
-                    row["cipher"],
-                    row["wrapped_key"],
-                )
+                return self.data_key(conn, row["dek_id"])
         return self._new_data_key(conn, subject, record_class)
 
     def _new_data_key(self, conn: Connection, subject: str, record_class: str) -> DataKey:
@@ -699,10 +684,6 @@ class KeyRing:
         data_key = DataKey(dek_id, subject, record_class, version, cipher, key)
         self._data_keys.put(dek_id, data_key)
         return data_key
-
-    def _kek(self, conn: Connection, version: int) -> tuple[str, bytes]:
-        row = conn.execute(select(_kv.c.wrapped_key).where(_kv.c.version == version)).first()
-        return self._unwrap_kek(version, None if row is None else row.wrapped_key)
 
     def _unwrap_kek(self, version: int, wrapped: bytes | None) -> tuple[str, bytes]:
         if wrapped is None:

@@ -166,28 +166,25 @@ def reencrypt(
     total = db.read(partial(_count_work, keyring, resolved, classes))
     tally, done = _Tally(), 0
 
-    def step(batch: Callable[[Connection], _Tally]) -> _Tally:
+    def run_pass(batch: Callable[..., _Tally], scope: Any) -> None:
+        """``batch(keyring, by_class, scope, after, size, conn)`` until a short batch."""
         nonlocal done
-        result = db.run(batch, what="reencrypt")
-        tally.add(result)
-        done += result.size
-        if progress is not None:
-            progress(min(done, total), total)
-        return result
-
-    after: Any = None
-    while True:
-        result = step(partial(_stale_batch, keyring, by_class, classes, after, batch_size))
-        if result.size < batch_size:
-            break
-        after = result.last
-    for column in resolved:
-        after = None
+        after: Any = None
         while True:
-            result = step(partial(_clear_batch, keyring, by_class, column, after, batch_size))
+            result = db.run(
+                partial(batch, keyring, by_class, scope, after, batch_size), what="reencrypt"
+            )
+            tally.add(result)
+            done += result.size
+            if progress is not None:
+                progress(min(done, total), total)
             if result.size < batch_size:
-                break
+                return
             after = result.last
+
+    run_pass(_stale_batch, classes)
+    for column in resolved:
+        run_pass(_clear_batch, column)
     if progress is not None:
         progress(total, total)
     unregistered = db.read(partial(_unregistered_keys, keyring, classes))
