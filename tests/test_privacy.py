@@ -255,3 +255,9 @@ def test_purge_deletes_notifications_past_retention(
     assert destroyed["notification"] >= sent
     assert _count(platform, "local_notifications") == 0
     assert _count(platform, "notification_outbox") == 0
+
+
+def test_purge_refuses_an_empty_batch(platform: Platform) -> None:
+    """A batch of 0 would never finish; refused before anything runs."""
+    with pytest.raises(errors.ValidationFailed, match="batch_size"):
+        platform.retention.purge(batch_size=0)

@@ -18,6 +18,7 @@ from functools import partial
 
 from sqlalchemy import Connection
 
+from tongbao import errors
 from tongbao.audit import AuditLog
 from tongbao.clock import Clock
 from tongbao.retention.policy import RecordClass, cutoff
@@ -89,6 +90,8 @@ class Retention:
         batch_size: int = 200,
         progress: Callable[[str, int, int], None] | None = None,
     ) -> PurgeReport:
+        if batch_size < 1:
+            raise errors.ValidationFailed("batch_size must be at least 1")
         now = self.clock.now()
         reports = [
             self._purge_class(now, record_class, registered, dry_run, batch_size, progress)
