@@ -157,41 +157,62 @@ IdempotencyKey = Annotated[
 RawBody = Annotated[bytes, Depends(raw_body)]
 
 
-def idempotent(
-    platform: Platform,
-    principal: Principal,
+@dataclass(frozen=True, slots=True)
+class Mutation:
+    """A mutating call, ready to run under the caller's Idempotency-Key."""
+
+    platform: Platform
+    principal: Principal
+    request: Request
+    key: str | None
+    body: bytes
+
+    def run(
+        self,
+        operation: Callable[[Connection], tuple[int, BaseModel]],
+        complete: Callable[[str], tuple[int, BaseModel]] | None = None,
+        *,
+        discard_on_refusal: bool = False,
+    ) -> Response:
+        """Run ``operation`` (then, after commit, ``complete``) once per key and
+        answer with its result; a retry with the same key replays that answer."""
+        key = check_key(self.key)
+        method, path = self.request.method, self.request.url.path
+
+        def run(conn: Connection) -> tuple[int, str]:
+            status, model = operation(conn)
+            return status, model.model_dump_json()
+
+        def finish(body_text: str) -> tuple[int, str]:
+            assert complete is not None
+            status, model = complete(body_text)
+            return status, model.model_dump_json()
+
+        outcome = self.platform.idempotency.run(
+            principal_id=self.principal.actor,
+            key=key,
+            method=method,
+            path=path,
+            fingerprint=request_hash(method, path, self.body),
+            operation=run,
+            complete=finish if complete else None,
+            discard_on_refusal=discard_on_refusal,
+        )
+        headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
+        media = "application/problem+json" if outcome.status_code >= 400 else "application/json"
+        return Response(
+            outcome.body, status_code=outcome.status_code, media_type=media, headers=headers
+        )
+
+
+async def get_mutation(
     request: Request,
-    key: str | None,
-    body: bytes,
-    operation: Callable[[Connection], tuple[int, BaseModel]],
-    complete: Callable[[str], tuple[int, BaseModel]] | None = None,
-    *,
-    discard_on_refusal: bool = False,
-) -> Response:
-    """Run a mutating operation under its Idempotency-Key and answer with its result."""
-    key = check_key(key)
+    platform: PlatformDep,
+    principal: PrincipalDep,
+    body: RawBody,
+    key: IdempotencyKey = None,
+) -> Mutation:
+    return Mutation(platform, principal, request, key, body)
 
-    def run(conn: Connection) -> tuple[int, str]:
-        status, model = operation(conn)
-        return status, model.model_dump_json()
 
-    def finish(body_text: str) -> tuple[int, str]:
-        assert complete is not None
-        status, model = complete(body_text)
-        return status, model.model_dump_json()
-
-    outcome = platform.idempotency.run(
-        principal_id=principal.actor,
-        key=key,
-        method=request.method,
-        path=request.url.path,
-        fingerprint=request_hash(request.method, request.url.path, body),
-        operation=run,
-        complete=finish if complete else None,
-        discard_on_refusal=discard_on_refusal,
-    )
-    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
-    media = "application/problem+json" if outcome.status_code >= 400 else "application/json"
-    return Response(
-        outcome.body, status_code=outcome.status_code, media_type=media, headers=headers
-    )
+MutationDep = Annotated[Mutation, Depends(get_mutation)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from pydantic import BaseModel
 from sqlalchemy import Connection
@@ -12,14 +12,7 @@ from sqlalchemy import Connection
 from tongbao import errors
 from tongbao.api import present
 from tongbao.api import schemas as s
-from tongbao.api.deps import (
-    CustomerDep,
-    IdempotencyKey,
-    PlatformDep,
-    PrincipalDep,
-    RawBody,
-    idempotent,
-)
+from tongbao.api.deps import CustomerDep, MutationDep, PlatformDep
 from tongbao.customers import Customer
 from tongbao.ledger import Account
 from tongbao.ledger.model import Side
@@ -50,12 +43,9 @@ def list_consents(platform: PlatformDep, customer: CustomerDep) -> s.ConsentList
 )
 def give_consent(
     body: s.ConsentGive,
-    request: Request,
     platform: PlatformDep,
-    principal: PrincipalDep,
     customer: CustomerDep,
-    raw: RawBody,
-    idempotency_key: IdempotencyKey = None,
+    mutation: MutationDep,
 ) -> Response:
     current = platform.settings.privacy_policy_version
     if body.version != current:
@@ -68,7 +58,7 @@ def give_consent(
             platform.customers.record_consent(conn, customer, body.version, channel="api")
         )
 
-    return idempotent(platform, principal, request, idempotency_key, raw, operation)
+    return mutation.run(operation)
 
 
 @router.post(
@@ -77,17 +67,14 @@ def give_consent(
     summary="Withdraw consent: payments stop until agreed again",
 )
 def withdraw_consent(
-    request: Request,
     platform: PlatformDep,
-    principal: PrincipalDep,
     customer: CustomerDep,
-    raw: RawBody,
-    idempotency_key: IdempotencyKey = None,
+    mutation: MutationDep,
 ) -> Response:
     def operation(conn: Connection) -> tuple[int, BaseModel]:
         return 200, present.me(platform.customers.withdraw_consent(conn, customer))
 
-    return idempotent(platform, principal, request, idempotency_key, raw, operation)
+    return mutation.run(operation)
 
 
 def _own_account(

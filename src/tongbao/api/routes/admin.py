@@ -22,11 +22,10 @@ from sqlalchemy import Connection
 
 from tongbao import errors
 from tongbao.api.deps import (
-    IdempotencyKey,
+    Mutation,
+    MutationDep,
     PlatformDep,
-    RawBody,
     client_ip,
-    idempotent,
     require_permission,
 )
 from tongbao.auth import Principal
@@ -264,17 +263,32 @@ def _audited(
         raise
 
 
+def _audited_run(
+    mutation: Mutation,
+    action: str,
+    target: str,
+    operation: Callable[[Connection], tuple[int, BaseModel]],
+) -> Response:
+    """Run a mutating admin call under its Idempotency-Key; a refusal is audited."""
+    return _audited(
+        mutation.platform,
+        mutation.principal,
+        mutation.request,
+        action,
+        target,
+        lambda: mutation.run(operation),
+    )
+
+
 # --- staff ---------------------------------------------------------------------
 
 
 @router.post("/staff", response_model=StaffOut, status_code=201, summary="Create a staff member")
 def create_staff(
     body: StaffCreate,
-    request: Request,
     platform: PlatformDep,
     admin: StaffManager,
-    raw: RawBody,
-    idempotency_key: IdempotencyKey = None,
+    mutation: MutationDep,
 ) -> Response:
     def operation(conn: Connection) -> tuple[int, BaseModel]:
         member = platform.staff.create(
@@ -282,14 +296,7 @@ def create_staff(
         )
         return 201, _staff(member)
 
-    return _audited(
-        platform,
-        admin,
-        request,
-        "staff.create",
-        f"username:{body.username}",
-        lambda: idempotent(platform, admin, request, idempotency_key, raw, operation),
-    )
+    return _audited_run(mutation, "staff.create", f"username:{body.username}", operation)
 
 
 @router.get("/staff", response_model=StaffList, summary="Staff members")
@@ -334,23 +341,14 @@ def issue_credentials(
 @router.post("/staff/{staff_id}/unlock", response_model=StaffOut, summary="Lift a login lock")
 def unlock(
     staff_id: str,
-    request: Request,
     platform: PlatformDep,
     admin: StaffManager,
-    raw: RawBody,
-    idempotency_key: IdempotencyKey = None,
+    mutation: MutationDep,
 ) -> Response:
     def operation(conn: Connection) -> tuple[int, BaseModel]:
         return 200, _staff(platform.staff.unlock(conn, admin, staff_id))
 
-    return _audited(
-        platform,
-        admin,
-        request,
-        "staff.unlock",
-        f"staff:{staff_id}",
-        lambda: idempotent(platform, admin, request, idempotency_key, raw, operation),
-    )
+    return _audited_run(mutation, "staff.unlock", f"staff:{staff_id}", operation)
 
 
 @router.delete(
@@ -361,24 +359,15 @@ def unlock(
 def revoke_role(
     staff_id: str,
     role: str,
-    request: Request,
     platform: PlatformDep,
     admin: StaffManager,
-    raw: RawBody,
-    idempotency_key: IdempotencyKey = None,
+    mutation: MutationDep,
 ) -> Response:
     def operation(conn: Connection) -> tuple[int, BaseModel]:
         platform.staff.revoke_role(conn, admin, staff_id, role)
         return 200, _staff(platform.staff.get(conn, staff_id))
 
-    return _audited(
-        platform,
-        admin,
-        request,
-        "staff.role_revoke",
-        f"staff:{staff_id}",
-        lambda: idempotent(platform, admin, request, idempotency_key, raw, operation),
-    )
+    return _audited_run(mutation, "staff.role_revoke", f"staff:{staff_id}", operation)
 
 
 @router.post(
@@ -388,23 +377,14 @@ def revoke_role(
 )
 def offboard(
     staff_id: str,
-    request: Request,
     platform: PlatformDep,
     admin: Offboarder,
-    raw: RawBody,
-    idempotency_key: IdempotencyKey = None,
+    mutation: MutationDep,
 ) -> Response:
     def operation(conn: Connection) -> tuple[int, BaseModel]:
         return 200, _offboarding(platform.staff.offboard(conn, admin, staff_id))
 
-    return _audited(
-        platform,
-        admin,
-        request,
-        "staff.offboard",
-        f"staff:{staff_id}",
-        lambda: idempotent(platform, admin, request, idempotency_key, raw, operation),
-    )
+    return _audited_run(mutation, "staff.offboard", f"staff:{staff_id}", operation)
 
 
 # --- dual control ------------------------------------------------------------------
@@ -418,11 +398,9 @@ def offboard(
 )
 def create_request(
     body: RequestCreate,
-    request: Request,
     platform: PlatformDep,
     staff: Requester,
-    raw: RawBody,
-    idempotency_key: IdempotencyKey = None,
+    mutation: MutationDep,
 ) -> Response:
     def operation(conn: Connection) -> tuple[int, BaseModel]:
         created = platform.dual_control.request(
@@ -430,14 +408,7 @@ def create_request(
         )
         return 201, _request(created)
 
-    return _audited(
-        platform,
-        staff,
-        request,
-        "dual_control.request",
-        f"operation:{body.operation}",
-        lambda: idempotent(platform, staff, request, idempotency_key, raw, operation),
-    )
+    return _audited_run(mutation, "dual_control.request", f"operation:{body.operation}", operation)
 
 
 @router.get("/requests", response_model=RequestList, summary="Dual-control requests, newest first")
@@ -458,6 +429,26 @@ def get_request(request_id: str, platform: PlatformDep, staff: Decider) -> Reque
     return _request(platform.db.read(lambda conn: platform.dual_control.get(conn, request_id)))
 
 
+def _decide(
+    platform: Platform,
+    staff: Principal,
+    mutation: Mutation,
+    request_id: str,
+    decision: Literal["approve", "reject"],
+    note: str,
+) -> Response:
+    """Approve or reject a dual-control request, audited on refusal."""
+    service = platform.dual_control
+    decide = service.approve if decision == "approve" else service.reject
+
+    def operation(conn: Connection) -> tuple[int, BaseModel]:
+        return 200, _request(decide(conn, staff, request_id, note))
+
+    return _audited_run(
+        mutation, f"dual_control.{decision}", f"dual_control:{request_id}", operation
+    )
+
+
 @router.post(
     "/requests/{request_id}/approve",
     response_model=RequestOut,
@@ -466,23 +457,11 @@ def get_request(request_id: str, platform: PlatformDep, staff: Decider) -> Reque
 def approve_request(
     request_id: str,
     body: DecisionBody,
-    request: Request,
     platform: PlatformDep,
     staff: Approver,
-    raw: RawBody,
-    idempotency_key: IdempotencyKey = None,
+    mutation: MutationDep,
 ) -> Response:
-    def operation(conn: Connection) -> tuple[int, BaseModel]:
-        return 200, _request(platform.dual_control.approve(conn, staff, request_id, body.note))
-
-    return _audited(
-        platform,
-        staff,
-        request,
-        "dual_control.approve",
-        f"dual_control:{request_id}",
-        lambda: idempotent(platform, staff, request, idempotency_key, raw, operation),
-    )
+    return _decide(platform, staff, mutation, request_id, "approve", body.note)
 
 
 @router.post(
@@ -493,23 +472,11 @@ def approve_request(
 def reject_request(
     request_id: str,
     body: DecisionBody,
-    request: Request,
     platform: PlatformDep,
     staff: Decider,
-    raw: RawBody,
-    idempotency_key: IdempotencyKey = None,
+    mutation: MutationDep,
 ) -> Response:
-    def operation(conn: Connection) -> tuple[int, BaseModel]:
-        return 200, _request(platform.dual_control.reject(conn, staff, request_id, body.note))
-
-    return _audited(
-        platform,
-        staff,
-        request,
-        "dual_control.reject",
-        f"dual_control:{request_id}",
-        lambda: idempotent(platform, staff, request, idempotency_key, raw, operation),
-    )
+    return _decide(platform, staff, mutation, request_id, "reject", body.note)
 
 
 # --- review and alerts ----------------------------------------------------------------

@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import Response
 from pydantic import BaseModel
 from sqlalchemy import Connection
 
 from tongbao.api import present
 from tongbao.api import schemas as s
-from tongbao.api.deps import (
-    CustomerDep,
-    IdempotencyKey,
-    PlatformDep,
-    PrincipalDep,
-    RawBody,
-    idempotent,
-)
+from tongbao.api.deps import CustomerDep, MutationDep, PlatformDep
 from tongbao.customers import bankcard
 
 router = APIRouter(prefix="/v1/cards", tags=["cards"])
@@ -30,12 +23,9 @@ router = APIRouter(prefix="/v1/cards", tags=["cards"])
 )
 def bind_card(
     body: s.CardBind,
-    request: Request,
     platform: PlatformDep,
-    principal: PrincipalDep,
     customer: CustomerDep,
-    raw: RawBody,
-    idempotency_key: IdempotencyKey = None,
+    mutation: MutationDep,
 ) -> Response:
     expires_on = bankcard.expiry_date(body.expires)
     bankcard.validate(body.card_number)
@@ -57,16 +47,7 @@ def bind_card(
         )
         return 201, present.card(card)
 
-    return idempotent(
-        platform,
-        principal,
-        request,
-        idempotency_key,
-        raw,
-        operation,
-        complete,
-        discard_on_refusal=True,
-    )
+    return mutation.run(operation, complete, discard_on_refusal=True)
 
 
 @router.get("", response_model=s.CardList, summary="My bound cards")
@@ -78,12 +59,9 @@ def list_cards(platform: PlatformDep, customer: CustomerDep) -> s.CardList:
 @router.delete("/{card_id}", response_model=s.Card, summary="Unbind a card")
 def unbind_card(
     card_id: str,
-    request: Request,
     platform: PlatformDep,
-    principal: PrincipalDep,
     customer: CustomerDep,
-    raw: RawBody,
-    idempotency_key: IdempotencyKey = None,
+    mutation: MutationDep,
 ) -> Response:
     def operation(conn: Connection) -> tuple[int, BaseModel]:
         return 202, present.card(platform.customers.card(conn, customer.id, card_id))
@@ -92,13 +70,4 @@ def unbind_card(
         card = platform.customers.unbind_card(platform.db, customer.id, card_id)
         return 200, present.card(card).model_copy(update={"status": "unbound"})
 
-    return idempotent(
-        platform,
-        principal,
-        request,
-        idempotency_key,
-        raw,
-        operation,
-        complete,
-        discard_on_refusal=True,
-    )
+    return mutation.run(operation, complete, discard_on_refusal=True)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import orjson
 import structlog
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from pydantic import BaseModel
 from sqlalchemy import Connection
@@ -16,14 +16,7 @@ from sqlalchemy import Connection
 from tongbao import errors
 from tongbao.api import present
 from tongbao.api import schemas as s
-from tongbao.api.deps import (
-    CustomerDep,
-    IdempotencyKey,
-    PlatformDep,
-    PrincipalDep,
-    RawBody,
-    idempotent,
-)
+from tongbao.api.deps import CustomerDep, MutationDep, PlatformDep
 from tongbao.api.problems import PROBLEM, TYPE_BASE
 from tongbao.money import parse_yuan
 from tongbao.payments import (
@@ -71,12 +64,9 @@ def _respond(
 )
 def create_payment(
     body: s.PaymentCreate,
-    request: Request,
     platform: PlatformDep,
-    principal: PrincipalDep,
     customer: CustomerDep,
-    raw: RawBody,
-    idempotency_key: IdempotencyKey = None,
+    mutation: MutationDep,
 ) -> Response:
     """Without ``confirm`` the payment stays ``created`` and the response is the
     summary the customer confirms: payee, amount, fee (PAY-3)."""
@@ -108,7 +98,7 @@ def create_payment(
         if body.confirm and payment_request.kind in (PaymentKind.TOPUP, PaymentKind.WITHDRAWAL)
         else None
     )
-    return idempotent(platform, principal, request, idempotency_key, raw, operation, complete)
+    return mutation.run(operation, complete)
 
 
 @router.post(
@@ -119,12 +109,9 @@ def create_payment(
 )
 def confirm_payment(
     payment_id: str,
-    request: Request,
     platform: PlatformDep,
-    principal: PrincipalDep,
     customer: CustomerDep,
-    raw: RawBody,
-    idempotency_key: IdempotencyKey = None,
+    mutation: MutationDep,
 ) -> Response:
     """Reserves the money and, depending on amount and kind, asks for a one-time
     code, queues the payment for review, schedules it, or executes it."""
@@ -134,12 +121,7 @@ def confirm_payment(
     complete = (
         _bank_completion(platform) if kind in (PaymentKind.TOPUP, PaymentKind.WITHDRAWAL) else None
     )
-    return idempotent(
-        platform,
-        principal,
-        request,
-        idempotency_key,
-        raw,
+    return mutation.run(
         lambda conn: _respond(
             platform, conn, platform.payments.confirm(conn, customer, payment_id)
         ),
@@ -162,12 +144,9 @@ def confirm_payment(
 def verify_payment(
     payment_id: str,
     body: s.VerifyCode,
-    request: Request,
     platform: PlatformDep,
-    principal: PrincipalDep,
     customer: CustomerDep,
-    raw: RawBody,
-    idempotency_key: IdempotencyKey = None,
+    mutation: MutationDep,
 ) -> Response:
     kind = platform.db.read(
         lambda conn: platform.payments.get(conn, payment_id, customer_id=customer.id)
@@ -201,15 +180,7 @@ def verify_payment(
         return 200, platform.db.read(lambda conn: present.payment(platform, conn, order))
 
     needs_bank = kind in (PaymentKind.TOPUP, PaymentKind.WITHDRAWAL)
-    return idempotent(
-        platform,
-        principal,
-        request,
-        idempotency_key,
-        raw,
-        operation,
-        complete if needs_bank else None,
-    )
+    return mutation.run(operation, complete if needs_bank else None)
 
 
 class _VerificationProblem(BaseModel):
@@ -231,20 +202,12 @@ class _VerificationProblem(BaseModel):
 )
 def cancel_payment(
     payment_id: str,
-    request: Request,
     platform: PlatformDep,
-    principal: PrincipalDep,
     customer: CustomerDep,
-    raw: RawBody,
-    idempotency_key: IdempotencyKey = None,
+    mutation: MutationDep,
 ) -> Response:
-    return idempotent(
-        platform,
-        principal,
-        request,
-        idempotency_key,
-        raw,
-        lambda conn: _respond(platform, conn, platform.payments.cancel(conn, customer, payment_id)),
+    return mutation.run(
+        lambda conn: _respond(platform, conn, platform.payments.cancel(conn, customer, payment_id))
     )
 
 
@@ -258,27 +221,19 @@ def cancel_payment(
 def refund_payment(
     payment_id: str,
     body: s.RefundCreate,
-    request: Request,
     platform: PlatformDep,
-    principal: PrincipalDep,
     customer: CustomerDep,
-    raw: RawBody,
-    idempotency_key: IdempotencyKey = None,
+    mutation: MutationDep,
 ) -> Response:
     """Full or partial; all refunds together never exceed the payment (PAY-12)."""
     amount = parse_yuan(body.amount, max_fen=platform.settings.max_amount_fen)
-    return idempotent(
-        platform,
-        principal,
-        request,
-        idempotency_key,
-        raw,
+    return mutation.run(
         lambda conn: _respond(
             platform,
             conn,
             platform.payments.refund(conn, customer, payment_id, amount, body.reason),
             201,
-        ),
+        )
     )
 
 
@@ -290,22 +245,14 @@ def refund_payment(
 )
 def acknowledge_payment(
     payment_id: str,
-    request: Request,
     platform: PlatformDep,
-    principal: PrincipalDep,
     customer: CustomerDep,
-    raw: RawBody,
-    idempotency_key: IdempotencyKey = None,
+    mutation: MutationDep,
 ) -> Response:
-    return idempotent(
-        platform,
-        principal,
-        request,
-        idempotency_key,
-        raw,
+    return mutation.run(
         lambda conn: _respond(
             platform, conn, platform.payments.acknowledge(conn, customer, payment_id)
-        ),
+        )
     )
 
 
@@ -318,22 +265,14 @@ def acknowledge_payment(
 def object_to_payment(
     payment_id: str,
     body: s.Objection,
-    request: Request,
     platform: PlatformDep,
-    principal: PrincipalDep,
     customer: CustomerDep,
-    raw: RawBody,
-    idempotency_key: IdempotencyKey = None,
+    mutation: MutationDep,
 ) -> Response:
-    return idempotent(
-        platform,
-        principal,
-        request,
-        idempotency_key,
-        raw,
+    return mutation.run(
         lambda conn: _respond(
             platform, conn, platform.payments.object(conn, customer, payment_id, body.reason)
-        ),
+        )
     )
 
 

@@ -19,17 +19,17 @@ from sqlalchemy import Connection
 from tongbao.api import present
 from tongbao.api import schemas as s
 from tongbao.api.deps import (
-    IdempotencyKey,
+    Mutation,
+    MutationDep,
     PlatformDep,
-    RawBody,
     StaffSessionDep,
     bearer_credentials,
     client_ip,
-    idempotent,
     require_permission,
 )
 from tongbao.auth import Principal
 from tongbao.payments import PaymentKind
+from tongbao.platform import Platform
 
 router = APIRouter(prefix="/v1/staff", tags=["staff"])
 Reviewer = Annotated[Principal, Depends(require_permission("payments.review"))]
@@ -135,11 +135,9 @@ def review_queue(platform: PlatformDep, reviewer: Reviewer) -> ReviewQueue:
 
 
 def _decide(
-    platform: PlatformDep,
+    platform: Platform,
     reviewer: Principal,
-    request: Request,
-    key: str | None,
-    raw: bytes,
+    mutation: Mutation,
     payment_id: str,
     approve: bool,
     note: str,
@@ -156,9 +154,7 @@ def _decide(
         return 200, platform.db.read(lambda conn: present.payment(platform, conn, order))
 
     needs_bank = approve and kind in (PaymentKind.TOPUP, PaymentKind.WITHDRAWAL)
-    return idempotent(
-        platform, reviewer, request, key, raw, operation, complete if needs_bank else None
-    )
+    return mutation.run(operation, complete if needs_bank else None)
 
 
 @router.post(
@@ -169,13 +165,11 @@ def _decide(
 def approve(
     payment_id: str,
     body: s.ReviewDecision,
-    request: Request,
     platform: PlatformDep,
     reviewer: Reviewer,
-    raw: RawBody,
-    idempotency_key: IdempotencyKey = None,
+    mutation: MutationDep,
 ) -> Response:
-    return _decide(platform, reviewer, request, idempotency_key, raw, payment_id, True, body.note)
+    return _decide(platform, reviewer, mutation, payment_id, True, body.note)
 
 
 @router.post(
@@ -186,10 +180,8 @@ def approve(
 def reject(
     payment_id: str,
     body: s.ReviewDecision,
-    request: Request,
     platform: PlatformDep,
     reviewer: Reviewer,
-    raw: RawBody,
-    idempotency_key: IdempotencyKey = None,
+    mutation: MutationDep,
 ) -> Response:
-    return _decide(platform, reviewer, request, idempotency_key, raw, payment_id, False, body.note)
+    return _decide(platform, reviewer, mutation, payment_id, False, body.note)
