@@ -21,17 +21,16 @@ from typing import Any
 from sqlalchemy import Connection, insert, select, update
 
 from tongbao import errors
+from tongbao.audit import AuditLog
 from tongbao.auth import tables as t
 from tongbao.auth.dual_control import (
     DualControlRequest,
     RequestState,
     check_decision,
     check_request,
-    check_transition,
     normalise_params,
 )
 from tongbao.auth.model import Principal
-from tongbao.auth.ports import AuditTrail
 from tongbao.auth.staff import StaffService
 from tongbao.clock import Clock
 from tongbao.config import Settings
@@ -52,7 +51,7 @@ class DualControl:
         staff: StaffService,
         ledger: Ledger,
         policies: PolicySettings,
-        audit: AuditTrail,
+        audit: AuditLog,
         suspense_code: str,
     ) -> None:
         self.settings = settings
@@ -206,7 +205,8 @@ class DualControl:
         decider: Principal,
         note: str,
     ) -> None:
-        check_transition(request.state, to)
+        """Move a request :func:`check_decision` found pending to ``to``; the
+        guarded update refuses if another decision got there first."""
         d = t.dual_control_requests
         claimed = conn.execute(
             update(d)

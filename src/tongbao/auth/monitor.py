@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, func, insert, select, update
 
+from tongbao.audit import AuditLog
 from tongbao.auth import tables as t
 from tongbao.auth.behaviour import (
     FAILURE_KINDS,
@@ -16,7 +17,6 @@ from tongbao.auth.behaviour import (
     unusual_hour,
     unusual_permission,
 )
-from tongbao.auth.ports import AuditTrail
 from tongbao.clock import Clock
 from tongbao.config import Settings
 from tongbao.ids import new_id
@@ -33,7 +33,7 @@ class StaffAlert:
 
 
 class BehaviourMonitor:
-    def __init__(self, settings: Settings, clock: Clock, audit: AuditTrail) -> None:
+    def __init__(self, settings: Settings, clock: Clock, audit: AuditLog) -> None:
         self.settings = settings
         self.clock = clock
         self.audit = audit

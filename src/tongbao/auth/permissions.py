@@ -219,8 +219,7 @@ def conflicts(roles: Iterable[str]) -> list[tuple[Role, Role, str]]:
 
 def check_roles(roles: Iterable[str]) -> frozenset[Role]:
     """The roles, if every name is known and no two conflict (SEC-5)."""
-    names = list(roles)
-    parsed = frozenset(parse_role(name) for name in names)
+    parsed = frozenset(parse_role(name) for name in roles)
     clash = conflicts(parsed)
     if clash:
         first, second, reason = clash[0]

@@ -87,6 +87,5 @@ class Auth:
         return result.rowcount
 
     def staff_by_username(self, conn: Connection, username: str) -> str | None:
-        return conn.execute(
-            select(t.staff_members.c.id).where(t.staff_members.c.username == username)
-        ).scalar_one_or_none()
+        member = self.staff.find(conn, username)
+        return None if member is None else member.id

@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, insert, select, update
 
 from tongbao import errors
+from tongbao.audit import AuditLog
 from tongbao.auth import tables as t
 from tongbao.auth.behaviour import EventKind
 from tongbao.auth.credentials import (
@@ -51,10 +52,10 @@ from tongbao.auth.model import (
 )
 from tongbao.auth.monitor import BehaviourMonitor
 from tongbao.auth.permissions import check_roles, conflicts, parse_role, permissions_for
-from tongbao.auth.ports import AuditTrail, SecretCipher
 from tongbao.clock import Clock
 from tongbao.config import Settings
 from tongbao.ids import new_id
+from tongbao.security import KeyRing
 from tongbao.storage import Database
 
 TOTP_FIELD = "staff.totp_secret"
@@ -132,9 +133,6 @@ class ReviewLine:
     flags: list[str]
 
 
-SYSTEM_ACTORS = ("cli:", "system:", "demo:")
-
-
 def require(principal: Principal, permission: str) -> None:
     """:class:`errors.PermissionDenied` unless ``principal`` holds ``permission``."""
     if principal.type is PrincipalType.SYSTEM:
@@ -163,8 +161,8 @@ class StaffService:
         settings: Settings,
         clock: Clock,
         *,
-        audit: AuditTrail,
-        cipher: SecretCipher,
+        audit: AuditLog,
+        cipher: KeyRing,
         monitor: BehaviourMonitor,
     ) -> None:
         self.settings = settings
@@ -306,9 +304,7 @@ class StaffService:
         return None if row is None else self._member(conn, row._mapping)
 
     def members(self, conn: Connection) -> list[StaffMember]:
-        rows = conn.execute(select(t.staff_members).order_by(t.staff_members.c.username)).all()
-        grants = self._all_roles(conn)
-        return [_member(r._mapping, grants.get(r.id, [])) for r in rows]
+        return [member for member, _ in self._members_with_grants(conn)]
 
     def roles(self, conn: Connection, staff_id: str) -> list[RoleGrant]:
         r = t.staff_roles
@@ -321,12 +317,7 @@ class StaffService:
         """Refuse a grant that cannot be made: unknown role, inactive member,
         held already, or conflicting with a role held (SEC-5)."""
         parse_role(role)
-        member = self.get(conn, staff_id)
-        self._active(member)
-        if role in member.roles:
-            raise errors.RoleConflict(f"{member.username} already holds {role}")
-        check_roles({*member.roles, role})
-        return member
+        return self._grantable(self.get(conn, staff_id), role)
 
     def assign_role(
         self,
@@ -341,8 +332,9 @@ class StaffService:
         bootstrap, by the local command line (a system principal)."""
         if actor.type is not PrincipalType.SYSTEM and request_id is None:
             raise errors.PermissionDenied("roles are granted through a dual-control request")
-        self.get(conn, staff_id, for_update=True)
-        self.check_grant(conn, staff_id, role)
+        member = self.get(conn, staff_id, for_update=True)
+        parse_role(role)
+        self._grantable(member, role)
         grant = RoleGrant(staff_id, role, self.clock.now(), actor.actor, request_id)
         conn.execute(
             insert(t.staff_roles),
@@ -553,10 +545,11 @@ class StaffService:
 
     def logout(self, conn: Connection, token: str) -> None:
         s = t.staff_sessions
-        row = conn.execute(select(s.c.staff_id).where(s.c.token_hash == token_hash(token))).first()
+        digest = token_hash(token)
+        row = conn.execute(select(s.c.staff_id).where(s.c.token_hash == digest)).first()
         conn.execute(
             update(s)
-            .where(s.c.token_hash == token_hash(token), s.c.ended_at.is_(None))
+            .where(s.c.token_hash == digest, s.c.ended_at.is_(None))
             .values(ended_at=self.clock.now())
         )
         if row is not None:
@@ -567,8 +560,12 @@ class StaffService:
         self, db: Database, principal: Principal, *, current: str, new: str
     ) -> None:
         """AUTH-6: the owner sets a new password (checked, never the current one)."""
-        member = db.read(lambda conn: self.get(conn, principal.id))
-        stored = db.read(lambda conn: _password_hash(conn, member.username))
+
+        def load(conn: Connection) -> tuple[StaffMember, str | None]:
+            member = self.get(conn, principal.id)
+            return member, _password_hash(conn, member.username)
+
+        member, stored = db.read(load)
         if not verify_password(stored, current):
 
             def refuse(conn: Connection) -> None:
@@ -664,24 +661,19 @@ class StaffService:
         permissions, last login and flags."""
         now = self.clock.now()
         dormant = timedelta(days=self.settings.permission_review_days)
-        grants = self._all_roles(conn)
-        lines = []
-        for row in conn.execute(select(t.staff_members).order_by(t.staff_members.c.username)):
-            held = grants.get(row.id, [])
-            member = _member(row._mapping, held)
-            lines.append(
-                ReviewLine(
-                    staff_id=member.id,
-                    username=member.username,
-                    display_name=member.display_name,
-                    status=member.status,
-                    roles=held,
-                    permissions=sorted(permissions_for(member.roles)),
-                    last_login_at=member.last_login_at,
-                    flags=review_flags(member, now, dormant_after=dormant),
-                )
+        return [
+            ReviewLine(
+                staff_id=member.id,
+                username=member.username,
+                display_name=member.display_name,
+                status=member.status,
+                roles=held,
+                permissions=sorted(permissions_for(member.roles)),
+                last_login_at=member.last_login_at,
+                flags=review_flags(member, now, dormant_after=dormant),
             )
-        return lines
+            for member, held in self._members_with_grants(conn)
+        ]
 
     # ------------------------------------------------------------------ refusals
 
@@ -725,6 +717,14 @@ class StaffService:
         if member.status != "active":
             raise errors.StaffInactive(f"{member.username} has left")
 
+    def _grantable(self, member: StaffMember, role: str) -> StaffMember:
+        """The member, if they are active, lack ``role`` and it conflicts with none they hold."""
+        self._active(member)
+        if role in member.roles:
+            raise errors.RoleConflict(f"{member.username} already holds {role}")
+        check_roles({*member.roles, role})
+        return member
+
     def _end_sessions(self, conn: Connection, staff_id: str) -> int:
         s = t.staff_sessions
         return int(
@@ -738,12 +738,17 @@ class StaffService:
     def _member(self, conn: Connection, row: Any) -> StaffMember:
         return _member(row, self.roles(conn, row["id"]))
 
-    def _all_roles(self, conn: Connection) -> dict[str, list[RoleGrant]]:
+    def _members_with_grants(self, conn: Connection) -> list[tuple[StaffMember, list[RoleGrant]]]:
+        """Every staff member by username, with their role grants (two queries in all)."""
         r = t.staff_roles
         grants: dict[str, list[RoleGrant]] = {}
         for row in conn.execute(select(r).order_by(r.c.staff_id, r.c.role)):
             grants.setdefault(row.staff_id, []).append(_grant(row._mapping))
-        return grants
+        found = []
+        for row in conn.execute(select(t.staff_members).order_by(t.staff_members.c.username)):
+            held = grants.get(row.id, [])
+            found.append((_member(row._mapping, held), held))
+        return found
 
 
 def _printable(text: str) -> str:

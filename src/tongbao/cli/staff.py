@@ -1,7 +1,7 @@
 """``tongbao staff``: staff accounts, permission review (SEC-7), behaviour alerts (SEC-8).
 
 The command line runs on the server with database access, so it acts as a
-system principal (``cli:<os user>`` in the audit log): it may bootstrap the
+system principal (``system:<os user>`` in the audit log): it may bootstrap the
 first administrator's roles without dual control. Everything else a staff
 member does goes through the API with their own session.
 """
