@@ -17,6 +17,8 @@ Rules (pure) live in :mod:`.credentials`, :mod:`.permissions` and
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 import secrets
 from dataclasses import dataclass
@@ -790,3 +792,24 @@ def _member(r: Any, grants: list[RoleGrant]) -> StaffMember:
         left_at=r["left_at"],
         enrolled=r["password_hash"] is not None and r["totp_secret"] is not None,
     )
+
+
+def review_csv(lines: list[ReviewLine]) -> str:
+    """One row per role held (a member without roles: one row, role empty)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(
+        ["username", "display_name", "status", "role", "granted_at", "granted_by",
+         "last_login_at", "flags", "permissions"]
+    )  # fmt: skip
+    for line in lines:
+        last = line.last_login_at.isoformat() if line.last_login_at else ""
+        flags, permissions = " ".join(line.flags), " ".join(line.permissions)
+        common = [line.username, line.display_name, line.status]
+        if not line.roles:
+            writer.writerow([*common, "", "", "", last, flags, permissions])
+        for g in line.roles:
+            writer.writerow(
+                [*common, g.role, g.granted_at.isoformat(), g.granted_by, last, flags, permissions]
+            )
+    return buffer.getvalue()

@@ -87,7 +87,7 @@ def staff_review(
     ] = None,
 ) -> None:
     """Quarterly permission review (SEC-7): roles, since when, by whom, last login, flags."""
-    from tongbao.api.routes.admin import review_csv  # noqa: PLC0415
+    from tongbao.auth.staff import review_csv  # noqa: PLC0415
 
     with platform_for() as platform:
         lines = platform.db.read(platform.staff.review)

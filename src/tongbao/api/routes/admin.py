@@ -9,8 +9,6 @@ never keep (a retry issues new ones, which is harmless).
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -31,7 +29,7 @@ from tongbao.api.deps import (
 from tongbao.auth import Principal
 from tongbao.auth.dual_control import OPERATIONS, DualControlRequest, RequestState
 from tongbao.auth.monitor import StaffAlert
-from tongbao.auth.staff import Offboarding, ReviewLine, StaffMember
+from tongbao.auth.staff import Offboarding, ReviewLine, StaffMember, review_csv
 from tongbao.platform import Platform
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
@@ -501,27 +499,6 @@ def permission_review(
         )
     out = ReviewOut(generated_at=platform.clock.now(), data=[_review_line(x) for x in lines])
     return Response(out.model_dump_json(), media_type="application/json")
-
-
-def review_csv(lines: list[ReviewLine]) -> str:
-    """One row per role held (a member without roles: one row, role empty)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(
-        ["username", "display_name", "status", "role", "granted_at", "granted_by",
-         "last_login_at", "flags", "permissions"]
-    )  # fmt: skip
-    for line in lines:
-        last = line.last_login_at.isoformat() if line.last_login_at else ""
-        flags, permissions = " ".join(line.flags), " ".join(line.permissions)
-        common = [line.username, line.display_name, line.status]
-        if not line.roles:
-            writer.writerow([*common, "", "", "", last, flags, permissions])
-        for g in line.roles:
-            writer.writerow(
-                [*common, g.role, g.granted_at.isoformat(), g.granted_by, last, flags, permissions]
-            )
-    return buffer.getvalue()
 
 
 @router.get("/alerts", response_model=AlertList, summary="Staff behaviour alerts (SEC-8)")
