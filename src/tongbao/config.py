@@ -184,6 +184,8 @@ class Settings(BaseSettings):
     database so that removing the newest records is detected."""
     audit_checkpoint_interval_seconds: Annotated[int, Field(ge=1)] = 60
     """How often ``serve`` signs a checkpoint of the audit chain head."""
+    audit_rectification_days: Annotated[int, Field(ge=1, le=365)] = 30
+    """AUD-5: days to rectify a problem found in an internal-audit sample (one month)."""
     retention_years: dict[str, int] = Field(default_factory=_default_retention)
     """AUD-1/ERR-3/AUD-6: years each record class is kept before the purge job
     destroys it; JSON in the environment."""

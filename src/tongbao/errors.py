@@ -128,6 +128,7 @@ UnknownOperation = _error("unknown_operation", 422, "No such dual-control operat
 # --- audit and privacy (AUD-*, DATA-*) ----------------------------------------------
 AuditRecordNotFound = _error("audit_record_not_found", 404, "No such audit record")
 AuditChainBroken = _error("audit_chain_broken", 500, "The audit chain fails verification")
+AuditSampleNotFound = _error("audit_sample_not_found", 404, "No such audit sample or sample item")
 ConsentRequired = _error("consent_required", 409, "The customer has not consented to the policy")
 
 # --- idempotency ---------------------------------------------------------------

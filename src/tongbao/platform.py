@@ -17,6 +17,7 @@ from sqlalchemy import Connection
 
 from tongbao import errors
 from tongbao.audit import SIGNING_PURPOSE, AuditLog, CheckpointFile
+from tongbao.audit.sampling_service import AuditSampling
 from tongbao.auth import Auth, BehaviourMonitor, DualControl, StaffService
 from tongbao.banking import BankChannel
 from tongbao.banking.simulated import SimulatedBank
@@ -114,6 +115,7 @@ class Platform:
             calendar=self.calendar,
             banks=self.banks,
         )
+        self.audit_sampling = AuditSampling(self.clock, settings, self.audit, self.payments)
 
         self.retention = self._retention()
 

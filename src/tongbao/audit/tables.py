@@ -9,7 +9,18 @@ makes appends from concurrent transactions one linear, gap-free chain.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, CheckConstraint, Column, Index, SmallInteger, String, Table, Text
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+)
 
 from tongbao.storage.metadata import metadata
 from tongbao.storage.types import UtcDateTime
@@ -49,4 +60,38 @@ chain_head = Table(
     Column("hash", HASH, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
     CheckConstraint("id = 1", name="single_row"),
+)
+
+# --- internal-audit samples (AUD-5) ------------------------------------------------
+
+samples = Table(
+    "audit_samples",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("period_start", UtcDateTime, nullable=False),
+    Column("period_end", UtcDateTime, nullable=False),
+    Column("population", Integer, nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("seed", String(64), nullable=False),  # hex; repeats the draw
+    Column("drawn_by", String(80), nullable=False),
+    Column("drawn_at", UtcDateTime, nullable=False),
+    CheckConstraint("size >= 1 AND size <= population", name="size_in_population"),
+)
+
+sample_items = Table(
+    "audit_sample_items",
+    metadata,
+    Column("sample_id", String(40), ForeignKey("audit_samples.id"), primary_key=True),
+    Column("payment_id", String(40), primary_key=True),
+    Column("serial_no", String(32), nullable=False),
+    Column("state", String(12), nullable=False),
+    Column("finding", Text),
+    Column("deadline", UtcDateTime),
+    Column("reviewed_by", String(80)),
+    Column("reviewed_at", UtcDateTime),
+    Column("rectification", Text),
+    Column("rectified_by", String(80)),
+    Column("rectified_at", UtcDateTime),
+    # The report looks for open problems past their deadline.
+    Index("ix_audit_sample_items_state_deadline", "state", "deadline"),
 )

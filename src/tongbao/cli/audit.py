@@ -2,12 +2,13 @@
 
 ``verify`` exits 0 when the chain and its checkpoints are intact and 1
 otherwise, naming the first broken record. Searches and exports are
-themselves recorded (AUD-4).
+themselves recorded (AUD-4). ``audit sample`` draws random samples of
+transactions for internal audit and tracks their findings (AUD-5).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -208,3 +209,119 @@ def audit_export(
             {"filters": query.described(), "records": matching, "file": out_file.name},
         )
     out.print(f"exported {matching} records to {out_file}", markup=False)
+
+
+# --- internal-audit samples (AUD-5) -------------------------------------------------------
+
+sample_app = typer.Typer(
+    help="Random samples of transactions for internal audit (AUD-5).", no_args_is_help=True
+)
+audit_app.add_typer(sample_app, name="sample")
+
+
+def _day(name: str, text: str) -> datetime:
+    """The start of a calendar day in Asia/Shanghai."""
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        raise errors.ValidationFailed(f"--{name} {text!r} is not a date (YYYY-MM-DD)") from None
+    return datetime.combine(day, time(), tzinfo=SHANGHAI)
+
+
+def _local(instant: datetime | None) -> str:
+    return instant.astimezone(SHANGHAI).isoformat(timespec="seconds") if instant else ""
+
+
+@sample_app.command("draw")
+@refusals
+def sample_draw(
+    since: Annotated[str, typer.Option(help="First day of the period (YYYY-MM-DD, Shanghai)")],
+    until: Annotated[str, typer.Option(help="Day after the period (YYYY-MM-DD), exclusive")],
+    size: Annotated[int, typer.Option(help="How many transactions to sample")],
+) -> None:
+    """Draw a random sample of the completed transactions created in the period.
+    The seed is recorded, so the draw can be repeated to show it was random."""
+    start, end = _day("since", since), _day("until", until)
+    with platform_for() as platform:
+        sample = platform.db.run(
+            lambda conn: platform.audit_sampling.draw_sample(conn, cli_actor(), start, end, size)
+        )
+    out.print(
+        f"sample {sample.id}: {sample.size} of {sample.population} transactions, "
+        f"seed {sample.seed}",
+        markup=False,
+    )
+    table = Table("payment", "serial no")
+    for item in sample.items:
+        table.add_row(item.payment_id, item.serial_no)
+    show(table)
+
+
+@sample_app.command("result")
+@refusals
+def sample_result(
+    sample_id: Annotated[str, typer.Argument(metavar="SAMPLE")],
+    payment_id: Annotated[str, typer.Argument(metavar="PAYMENT")],
+    ok: Annotated[bool, typer.Option("--ok", help="Checked, nothing wrong")] = False,
+    problem: Annotated[str | None, typer.Option(help="The problem found")] = None,
+) -> None:
+    """Record the review of one sampled transaction: --ok, or --problem TEXT
+    (to be rectified within TONGBAO_AUDIT_RECTIFICATION_DAYS)."""
+    if ok == (problem is not None):
+        raise errors.ValidationFailed("give exactly one of --ok and --problem TEXT")
+    with platform_for() as platform:
+        item = platform.db.run(
+            lambda conn: platform.audit_sampling.record_result(
+                conn, cli_actor(), sample_id, payment_id, ok, problem
+            )
+        )
+    deadline = f", rectify by {_local(item.deadline)}" if item.deadline else ""
+    out.print(f"{item.payment_id}: {item.state}{deadline}", markup=False)
+
+
+@sample_app.command("rectify")
+@refusals
+def sample_rectify(
+    sample_id: Annotated[str, typer.Argument(metavar="SAMPLE")],
+    payment_id: Annotated[str, typer.Argument(metavar="PAYMENT")],
+    note: Annotated[str, typer.Option(help="What was done about the problem")],
+) -> None:
+    """Close a problem found in a sampled transaction."""
+    with platform_for() as platform:
+        item = platform.db.run(
+            lambda conn: platform.audit_sampling.rectify(
+                conn, cli_actor(), sample_id, payment_id, note
+            )
+        )
+    out.print(f"{item.payment_id}: {item.state}", markup=False)
+
+
+@sample_app.command("report")
+@refusals
+def sample_report(sample_id: Annotated[str, typer.Argument(metavar="SAMPLE")]) -> None:
+    """The audit report of a sample: counts per state, problems and their deadlines."""
+    with platform_for() as platform:
+        report = platform.db.read(lambda conn: platform.audit_sampling.report(conn, sample_id))
+    sample = report.sample
+    counts = ", ".join(f"{state} {count}" for state, count in report.counts.items())
+    out.print(
+        f"sample {sample.id}: {_local(sample.period_start)} .. {_local(sample.period_end)}, "
+        f"{sample.size} of {sample.population}, seed {sample.seed}, drawn by "
+        f"{sample.drawn_by}; {counts}; {len(report.overdue)} overdue",
+        markup=False,
+    )
+    overdue = {item.payment_id for item in report.overdue}
+    table = Table(
+        "payment", "serial no", "state", "deadline", "overdue", "finding", "rectification"
+    )
+    for item in sample.items:
+        table.add_row(
+            item.payment_id,
+            item.serial_no,
+            item.state,
+            _local(item.deadline),
+            "OVERDUE" if item.payment_id in overdue else "",
+            item.finding or "",
+            item.rectification or "",
+        )
+    show(table)

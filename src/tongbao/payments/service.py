@@ -1114,6 +1114,24 @@ class Payments:
             query = query.where(o.c.customer_id == customer_id)
         return self._page(conn, query, filters, cursor, limit)
 
+    def completed_between(
+        self, conn: Connection, since: datetime, until: datetime
+    ) -> list[tuple[str, str]]:
+        """``(payment id, serial number)`` of every payment in a final state
+        created in ``[since, until)``, by id: the population an internal-audit
+        sample is drawn from (AUD-5)."""
+        o = t.payment_orders
+        rows = conn.execute(
+            select(o.c.id, o.c.serial_no)
+            .where(
+                o.c.created_at >= since,
+                o.c.created_at < until,
+                o.c.state.in_([state.value for state in PaymentState if state.final]),
+            )
+            .order_by(o.c.id)
+        )
+        return [(row.id, row.serial_no) for row in rows]
+
     def history(
         self,
         conn: Connection,
