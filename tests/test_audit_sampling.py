@@ -23,9 +23,14 @@ from tongbao.platform import Platform
 
 from .conftest import START
 from .payment_helpers import Env
+from .staff_helpers import new_staff
 from .test_cli import invoke, ok, one_line_error
 
 AUDITOR = "staff:staff_auditor"
+CHECKER = "staff:staff_checker"
+"""Another auditor: who drew a sample does not review it (SEC-5)."""
+OPS = "staff:staff_ops"
+"""The business side, which rectifies problems."""
 DAY = timedelta(days=1)
 
 
@@ -147,12 +152,12 @@ def test_a_problem_must_be_rectified_within_a_month_or_shows_as_overdue(
     found_at = clock.now()
 
     item = platform.db.run(
-        lambda conn: sampling.record_result(conn, AUDITOR, sample.id, bad, False, "缺少审批记录")
+        lambda conn: sampling.record_result(conn, CHECKER, sample.id, bad, False, "缺少审批记录")
     )
     assert item.state is FindingState.PROBLEM and item.finding == "缺少审批记录"
     assert item.deadline == found_at + timedelta(days=30)
-    assert (item.reviewed_by, item.reviewed_at) == (AUDITOR, found_at)
-    platform.db.run(lambda conn: sampling.record_result(conn, AUDITOR, sample.id, good, True, None))
+    assert (item.reviewed_by, item.reviewed_at) == (CHECKER, found_at)
+    platform.db.run(lambda conn: sampling.record_result(conn, CHECKER, sample.id, good, True, None))
 
     report = platform.db.read(lambda conn: sampling.report(conn, sample.id))
     assert report.counts == {
@@ -170,10 +175,8 @@ def test_a_problem_must_be_rectified_within_a_month_or_shows_as_overdue(
     report = platform.db.read(lambda conn: sampling.report(conn, sample.id))
     assert [p.payment_id for p in report.overdue] == [bad]
 
-    fixed = platform.db.run(
-        lambda conn: sampling.rectify(conn, "staff:staff_ops", sample.id, bad, "已补录审批")
-    )
-    assert fixed.state is FindingState.RECTIFIED and fixed.rectified_by == "staff:staff_ops"
+    fixed = platform.db.run(lambda conn: sampling.rectify(conn, OPS, sample.id, bad, "已补录审批"))
+    assert fixed.state is FindingState.RECTIFIED and fixed.rectified_by == OPS
     report = platform.db.read(lambda conn: sampling.report(conn, sample.id))
     assert report.overdue == ()
     assert report.counts[FindingState.RECTIFIED] == 1 and report.counts[FindingState.PROBLEM] == 0
@@ -188,7 +191,7 @@ def test_the_deadline_follows_the_setting(platform: Platform, clock: ManualClock
     platform.settings.audit_rectification_days = 7
     item = platform.db.run(
         lambda conn: platform.audit_sampling.record_result(
-            conn, AUDITOR, sample.id, sample.items[0].payment_id, False, "金额不符"
+            conn, CHECKER, sample.id, sample.items[0].payment_id, False, "金额不符"
         )
     )
     assert item.deadline == clock.now() + timedelta(days=7)
@@ -206,32 +209,59 @@ def test_invalid_changes_are_refused_and_change_nothing(platform: Platform) -> N
         return platform.db.run(fn)
 
     with pytest.raises(errors.InvalidTransition, match="pending cannot become rectified"):
-        run(lambda conn: s.rectify(conn, AUDITOR, sample.id, first, "note"))
+        run(lambda conn: s.rectify(conn, OPS, sample.id, first, "note"))
     with pytest.raises(errors.ValidationFailed, match="the finding must not be empty"):
-        run(lambda conn: s.record_result(conn, AUDITOR, sample.id, first, False, "  "))
+        run(lambda conn: s.record_result(conn, CHECKER, sample.id, first, False, "  "))
     with pytest.raises(errors.AuditSampleNotFound):
-        run(lambda conn: s.record_result(conn, AUDITOR, sample.id, "pay_nope", True, None))
+        run(lambda conn: s.record_result(conn, CHECKER, sample.id, "pay_nope", True, None))
     with pytest.raises(errors.AuditSampleNotFound):
-        run(lambda conn: s.record_result(conn, AUDITOR, "smp_nope", first, True, None))
+        run(lambda conn: s.record_result(conn, CHECKER, "smp_nope", first, True, None))
 
-    run(lambda conn: s.record_result(conn, AUDITOR, sample.id, first, True, None))
+    run(lambda conn: s.record_result(conn, CHECKER, sample.id, first, True, None))
     with pytest.raises(errors.InvalidTransition, match="ok cannot become problem"):
-        run(lambda conn: s.record_result(conn, AUDITOR, sample.id, first, False, "late"))
+        run(lambda conn: s.record_result(conn, CHECKER, sample.id, first, False, "late"))
     with pytest.raises(errors.InvalidTransition, match="ok cannot become rectified"):
-        run(lambda conn: s.rectify(conn, AUDITOR, sample.id, first, "note"))
+        run(lambda conn: s.rectify(conn, OPS, sample.id, first, "note"))
 
-    run(lambda conn: s.record_result(conn, AUDITOR, sample.id, second, False, "问题"))
+    run(lambda conn: s.record_result(conn, CHECKER, sample.id, second, False, "问题"))
     with pytest.raises(errors.ValidationFailed, match="rectification note"):
-        run(lambda conn: s.rectify(conn, AUDITOR, sample.id, second, ""))
-    run(lambda conn: s.rectify(conn, AUDITOR, sample.id, second, "done"))
+        run(lambda conn: s.rectify(conn, OPS, sample.id, second, ""))
+    run(lambda conn: s.rectify(conn, OPS, sample.id, second, "done"))
     with pytest.raises(errors.InvalidTransition, match="rectified cannot become rectified"):
-        run(lambda conn: s.rectify(conn, AUDITOR, sample.id, second, "again"))
+        run(lambda conn: s.rectify(conn, OPS, sample.id, second, "again"))
 
     items = {i.payment_id: i for i in platform.db.read(lambda c: s.get(c, sample.id)).items}
     assert items[first].state is FindingState.OK and items[first].finding is None
     assert items[second].state is FindingState.RECTIFIED and items[second].rectification == "done"
     assert _records(platform, "audit.sample.result") == 2
     assert _records(platform, "audit.sample.rectify") == 1
+
+
+def test_the_drawer_does_not_review_and_the_audit_side_does_not_rectify(
+    platform: Platform,
+) -> None:
+    """AUD-5 with SEC-5: whoever drew a sample may not record results on it, and
+    neither the drawer nor whoever raised a finding may record its
+    rectification; each refusal has its code and changes nothing."""
+    _payments(Env(platform), 2)
+    sample = _draw(platform, 0, 1, 2)
+    first, second = (i.payment_id for i in sample.items)
+    s = platform.audit_sampling
+
+    with pytest.raises(errors.AuditSampleSelfReview, match="drew this sample"):
+        platform.db.run(lambda conn: s.record_result(conn, AUDITOR, sample.id, first, True, None))
+    platform.db.run(lambda conn: s.record_result(conn, CHECKER, sample.id, first, False, "缺章"))
+    for auditor in (CHECKER, AUDITOR):
+        with pytest.raises(errors.AuditSampleSelfRectification):
+            platform.db.run(lambda conn, a=auditor: s.rectify(conn, a, sample.id, first, "补章"))
+
+    items = {i.payment_id: i for i in platform.db.read(lambda c: s.get(c, sample.id)).items}
+    assert items[second].state is FindingState.PENDING and items[second].reviewed_by is None
+    assert items[first].state is FindingState.PROBLEM and items[first].rectified_by is None
+    assert _records(platform, "audit.sample.result") == 1
+    assert _records(platform, "audit.sample.rectify") == 0
+    fixed = platform.db.run(lambda conn: s.rectify(conn, OPS, sample.id, first, "补章"))
+    assert fixed.state is FindingState.RECTIFIED
 
 
 def test_every_change_is_in_the_audit_log_without_the_finding_text(
@@ -245,18 +275,18 @@ def test_every_change_is_in_the_audit_log_without_the_finding_text(
     payment_id = sample.items[0].payment_id
     s = platform.audit_sampling
     platform.db.run(
-        lambda conn: s.record_result(conn, AUDITOR, sample.id, payment_id, False, "张三签名缺失")
+        lambda conn: s.record_result(conn, CHECKER, sample.id, payment_id, False, "张三签名缺失")
     )
-    platform.db.run(lambda conn: s.rectify(conn, AUDITOR, sample.id, payment_id, "张三已补签"))
+    platform.db.run(lambda conn: s.rectify(conn, OPS, sample.id, payment_id, "张三已补签"))
 
     page = platform.db.read(
-        lambda conn: platform.audit.search(conn, AuditQuery(actor=AUDITOR), limit=10)
+        lambda conn: platform.audit.search(conn, AuditQuery(keyword=sample.id), limit=10)
     )
     records = list(reversed(page.items))
-    assert [(r.action, r.target) for r in records] == [
-        ("audit.sample.draw", f"audit_sample:{sample.id}"),
-        ("audit.sample.result", f"audit_sample:{sample.id}/{payment_id}"),
-        ("audit.sample.rectify", f"audit_sample:{sample.id}/{payment_id}"),
+    assert [(r.actor, r.action, r.target) for r in records] == [
+        (AUDITOR, "audit.sample.draw", f"audit_sample:{sample.id}"),
+        (CHECKER, "audit.sample.result", f"audit_sample:{sample.id}/{payment_id}"),
+        (OPS, "audit.sample.rectify", f"audit_sample:{sample.id}/{payment_id}"),
     ]
     assert sample.seed in records[0].details
     assert records[1].outcome == "problem" and records[1].after_digest
@@ -269,8 +299,10 @@ def test_cli_draws_a_sample_and_prints_its_report(
 ) -> None:
     """AUD-5: ``tongbao audit sample draw`` names the sample and its seed;
     ``result`` records a problem with its deadline; ``report`` lists every
-    sampled transaction; a bad size is a one-line refusal."""
+    sampled transaction; a bad size is a one-line refusal. SEC-5: the OS user
+    who drew may not review, so another auditor does with ``--staff``."""
     _payments(Env(platform), 3)  # 2026-11-23 in Shanghai
+    checker = new_staff(platform, ["auditor"])
 
     period = ("--since", "2026-11-23", "--until", "2026-11-24")
     refused = invoke(database_url, "audit", "sample", "draw", *period, "--size", "0", cwd=tmp_path)
@@ -283,9 +315,10 @@ def test_cli_draws_a_sample_and_prints_its_report(
     payment_id = rows[0].split("\t")[0]
     assert len(rows) == 2
 
-    result = _cli(
-        database_url, "result", sample_id, payment_id, "--problem", "no receipt", cwd=tmp_path
-    )
+    review = ("result", sample_id, payment_id, "--problem", "no receipt")
+    refused = invoke(database_url, "audit", "sample", *review, cwd=tmp_path)
+    assert "drew this sample" in one_line_error(refused, "audit_sample_self_review")
+    result = _cli(database_url, *review, "--staff", checker.username, cwd=tmp_path)
     assert "problem, rectify by" in result
 
     report = _cli(database_url, "report", sample_id, cwd=tmp_path)
@@ -295,3 +328,36 @@ def test_cli_draws_a_sample_and_prints_its_report(
     cells = {line.split("\t")[0]: line.split("\t") for line in lines}
     assert cells[payment_id][2] == "problem" and cells[payment_id][5] == "no receipt"
     assert _records(platform, "audit.sample.draw") == 1
+    (record,) = platform.db.read(
+        lambda conn: platform.audit.search(conn, AuditQuery(action="audit.sample.result")).items
+    )
+    assert record.actor == f"staff:{checker.id}"
+    assert record.details_data["via"].startswith("cli:")
+
+
+def test_cli_rectification_is_recorded_by_the_business_side(
+    platform: Platform, database_url: str, tmp_path: Path
+) -> None:
+    """AUD-5 with SEC-4/SEC-5: ``rectify --staff`` names a member holding
+    audit.sample.rectify (an operator), not the auditor who raised the finding,
+    nor a member without the permission, nor an unknown name."""
+    _payments(Env(platform), 1)
+    sample = _draw(platform, 0, 1, 1)
+    payment_id = sample.items[0].payment_id
+    checker = new_staff(platform, ["auditor"])
+    operator = new_staff(platform, ["operator"])
+    platform.db.run(
+        lambda conn: platform.audit_sampling.record_result(
+            conn, f"staff:{checker.id}", sample.id, payment_id, False, "缺少回单"
+        )
+    )
+    fix = ("rectify", sample.id, payment_id, "--note", "已补回单", "--staff")
+    for who, code in (
+        (checker.username, "permission_denied"),
+        ("nobody-here", "staff_not_found"),
+    ):
+        one_line_error(invoke(database_url, "audit", "sample", *fix, who, cwd=tmp_path), code)
+    assert _records(platform, "audit.sample.rectify") == 0
+    assert "rectified" in _cli(database_url, *fix, operator.username, cwd=tmp_path)
+    item = platform.db.read(lambda conn: platform.audit_sampling.get(conn, sample.id)).items[0]
+    assert item.rectified_by == f"staff:{operator.id}" and item.rectification == "已补回单"

@@ -79,13 +79,38 @@ def test_the_administrator_is_not_all_powerful() -> None:
 def test_the_auditor_reads_the_audit_log_and_does_nothing_operational() -> None:
     """SEC-5: the auditor is independent; AUD-2 reading is theirs alone."""
     assert permissions_for({"auditor"}) == {
-        "audit.read", "audit.export", "audit.verify", "staff.review", "reports.view"
+        "audit.read", "audit.export", "audit.verify", "staff.review", "reports.view",
+        "audit.sample.draw", "audit.sample.review", "audit.sample.read", "audit.sample.report",
     }  # fmt: skip
     assert roles_with("audit.read") == [Role.AUDITOR]
     for role in Role:
         if role is not Role.AUDITOR:
             with pytest.raises(errors.RoleConflict):
                 check_roles({"auditor", role.value})
+
+
+def test_internal_audit_samples_are_drawn_by_audit_and_rectified_by_the_business() -> None:
+    """AUD-5 with SEC-4: the auditor draws, checks and reports; the business
+    side (operator, compliance officer) rectifies findings and sees them; the
+    compliance officer follows the report."""
+    assert roles_with("audit.sample.draw") == [Role.AUDITOR]
+    assert roles_with("audit.sample.review") == [Role.AUDITOR]
+    assert set(roles_with("audit.sample.rectify")) == {Role.OPERATOR, Role.COMPLIANCE_OFFICER}
+    assert set(roles_with("audit.sample.report")) == {Role.AUDITOR, Role.COMPLIANCE_OFFICER}
+    assert set(roles_with("audit.sample.read")) == {
+        Role.AUDITOR, Role.OPERATOR, Role.COMPLIANCE_OFFICER
+    }  # fmt: skip
+
+
+@given(roles)
+def test_nobody_alone_both_raises_audit_findings_and_rectifies_them(held: set[str]) -> None:
+    """SEC-5 for AUD-5: checking samples and fixing what they find belong to
+    roles that conflict (the service also refuses it person by person)."""
+    if conflicts(held):
+        return
+    granted = permissions_for(held)
+    assert not {"audit.sample.review", "audit.sample.rectify"} <= granted, held
+    assert not {"audit.sample.draw", "audit.sample.rectify"} <= granted, held
 
 
 @pytest.mark.parametrize(

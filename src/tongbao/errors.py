@@ -129,6 +129,14 @@ UnknownOperation = _error("unknown_operation", 422, "No such dual-control operat
 AuditRecordNotFound = _error("audit_record_not_found", 404, "No such audit record")
 AuditChainBroken = _error("audit_chain_broken", 500, "The audit chain fails verification")
 AuditSampleNotFound = _error("audit_sample_not_found", 404, "No such audit sample or sample item")
+AuditSampleSelfReview = _error(
+    "audit_sample_self_review", 409, "Whoever drew an audit sample may not review its items"
+)
+AuditSampleSelfRectification = _error(
+    "audit_sample_self_rectification",
+    409,
+    "The auditor of a finding may not record its rectification",
+)
 ConsentRequired = _error("consent_required", 409, "The customer has not consented to the policy")
 
 # --- idempotency ---------------------------------------------------------------

@@ -98,6 +98,47 @@ cannot become rectified
         )
 
 
+def check_reviewer(drawn_by: str, actor: str) -> None:
+    """Segregation of duties (AUD-5, SEC-5): who drew a sample does not review
+    its items — the draw and its checking are two people's work.
+
+    >>> check_reviewer("staff:staff_a", "staff:staff_b")
+    >>> check_reviewer("staff:staff_a", "staff:staff_a")
+    Traceback (most recent call last):
+    ...
+    tongbao.errors.AuditSampleSelfReviewError: audit_sample_self_review: staff:staff_a drew \
+this sample, so another auditor must review its items
+    """
+    if actor == drawn_by:
+        raise errors.AuditSampleSelfReview(
+            f"{actor} drew this sample, so another auditor must review its items"
+        )
+
+
+def check_rectifier(drawn_by: str, item: SampleItem, actor: str) -> None:
+    """Segregation of duties (AUD-5, SEC-5): a problem is rectified by the
+    business side, never by the audit side of that sample — neither whoever
+    raised the finding nor whoever drew the sample records its rectification.
+
+    >>> item = SampleItem("pay_1", "1", FindingState.PROBLEM, "x", None,
+    ...                   "staff:staff_r", None, None, None, None)
+    >>> check_rectifier("staff:staff_d", item, "staff:staff_ops")
+    >>> check_rectifier("staff:staff_d", item, "staff:staff_r")
+    Traceback (most recent call last):
+    ...
+    tongbao.errors.AuditSampleSelfRectificationError: audit_sample_self_rectification: \
+staff:staff_r raised this finding; the business side records its rectification
+    """
+    if actor == item.reviewed_by:
+        raise errors.AuditSampleSelfRectification(
+            f"{actor} raised this finding; the business side records its rectification"
+        )
+    if actor == drawn_by:
+        raise errors.AuditSampleSelfRectification(
+            f"{actor} drew this sample; the business side records the rectification"
+        )
+
+
 def check_text(name: str, text: str | None) -> str:
     """A finding or note: required, trimmed, at most :data:`MAX_FINDING` characters."""
     value = (text or "").strip()

@@ -7,6 +7,13 @@ it: :func:`tongbao.audit.sampling.draw` with that seed repeats the draw.
 
 Every change is recorded in the audit log in the same transaction. Findings
 and notes may name people, so the log holds only their digest (``after``).
+
+Segregation of duties (SEC-5) is enforced here, so the API and the command
+line obey it alike: who drew a sample does not review its items
+(:func:`~tongbao.audit.sampling.check_reviewer`), and nobody on the audit side
+of a sample records the rectification of its findings
+(:func:`~tongbao.audit.sampling.check_rectifier`). People are compared by
+their audit-log name (``staff:<id>``, ``cli:<os user>``).
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ from tongbao.audit.sampling import (
     SampleReport,
     check_finding_transition,
     check_period,
+    check_rectifier,
+    check_reviewer,
     check_text,
     draw,
     rectification_deadline,
@@ -58,6 +67,20 @@ def _item(row: Any) -> SampleItem:
     )
 
 
+def _sample(row: Any, items: tuple[SampleItem, ...]) -> Sample:
+    return Sample(
+        id=row.id,
+        period_start=row.period_start,
+        period_end=row.period_end,
+        population=row.population,
+        size=row.size,
+        seed=row.seed,
+        drawn_by=row.drawn_by,
+        drawn_at=row.drawn_at,
+        items=items,
+    )
+
+
 class AuditSampling:
     """Random samples of transactions for internal audit (AUD-5)."""
 
@@ -70,7 +93,15 @@ class AuditSampling:
         self.payments = payments
 
     def draw_sample(
-        self, conn: Connection, actor: str, since: datetime, until: datetime, size: int
+        self,
+        conn: Connection,
+        actor: str,
+        since: datetime,
+        until: datetime,
+        size: int,
+        *,
+        source_ip: str | None = None,
+        via: str | None = None,
     ) -> Sample:
         """Draw ``size`` of the completed payments created in ``[since, until)``."""
         check_period(since, until)
@@ -103,11 +134,13 @@ class AuditSampling:
                 for payment_id in chosen
             ],
         )
-        self.audit.record(
+        self._record(
             conn,
-            actor=actor,
-            action="audit.sample.draw",
-            target=f"audit_sample:{sample_id}",
+            actor,
+            "audit.sample.draw",
+            f"audit_sample:{sample_id}",
+            source_ip,
+            via,
             details={
                 "since": since.isoformat(),
                 "until": until.isoformat(),
@@ -126,10 +159,15 @@ class AuditSampling:
         payment_id: str,
         ok: bool,
         finding: str | None,
+        *,
+        source_ip: str | None = None,
+        via: str | None = None,
     ) -> SampleItem:
         """The review of one sampled payment: ``ok``, or a problem with its
-        finding, to be rectified within ``audit_rectification_days``."""
+        finding, to be rectified within ``audit_rectification_days``. Not by
+        whoever drew the sample (:class:`errors.AuditSampleSelfReview`)."""
         item = self._lock(conn, sample_id, payment_id)
+        check_reviewer(self._drawn_by(conn, sample_id), actor)
         target = FindingState.OK if ok else FindingState.PROBLEM
         check_finding_transition(item.state, target)
         text = check_text("the finding", finding) if not ok or finding else None
@@ -148,11 +186,13 @@ class AuditSampling:
             reviewed_by=actor,
             reviewed_at=now,
         )
-        self.audit.record(
+        self._record(
             conn,
-            actor=actor,
-            action="audit.sample.result",
-            target=f"audit_sample:{sample_id}/{payment_id}",
+            actor,
+            "audit.sample.result",
+            f"audit_sample:{sample_id}/{payment_id}",
+            source_ip,
+            via,
             outcome=target.value,
             after={"state": target.value, "finding": text},
             details={"deadline": deadline.isoformat() if deadline else None},
@@ -160,11 +200,22 @@ class AuditSampling:
         return self._lock(conn, sample_id, payment_id)
 
     def rectify(
-        self, conn: Connection, actor: str, sample_id: str, payment_id: str, note: str
+        self,
+        conn: Connection,
+        actor: str,
+        sample_id: str,
+        payment_id: str,
+        note: str,
+        *,
+        source_ip: str | None = None,
+        via: str | None = None,
     ) -> SampleItem:
-        """Close a problem with a note on what was done about it."""
+        """Close a problem with a note on what was done about it. Recorded by
+        the business side, not by whoever raised the finding or drew the
+        sample (:class:`errors.AuditSampleSelfRectification`)."""
         item = self._lock(conn, sample_id, payment_id)
         check_finding_transition(item.state, FindingState.RECTIFIED)
+        check_rectifier(self._drawn_by(conn, sample_id), item, actor)
         text = check_text("the rectification note", note)
         now = self.clock.now()
         late = item.deadline is not None and now > item.deadline
@@ -178,11 +229,13 @@ class AuditSampling:
             rectified_by=actor,
             rectified_at=now,
         )
-        self.audit.record(
+        self._record(
             conn,
-            actor=actor,
-            action="audit.sample.rectify",
-            target=f"audit_sample:{sample_id}/{payment_id}",
+            actor,
+            "audit.sample.rectify",
+            f"audit_sample:{sample_id}/{payment_id}",
+            source_ip,
+            via,
             after={"state": FindingState.RECTIFIED.value, "rectification": text},
             details={"late": late},
         )
@@ -193,21 +246,44 @@ class AuditSampling:
         if row is None:
             raise errors.AuditSampleNotFound(f"no audit sample {sample_id}")
         items = conn.execute(select(_i).where(_i.c.sample_id == sample_id).order_by(_i.c.serial_no))
-        return Sample(
-            id=row.id,
-            period_start=row.period_start,
-            period_end=row.period_end,
-            population=row.population,
-            size=row.size,
-            seed=row.seed,
-            drawn_by=row.drawn_by,
-            drawn_at=row.drawn_at,
-            items=tuple(_item(r) for r in items),
-        )
+        return _sample(row, tuple(_item(r) for r in items))
+
+    def samples(self, conn: Connection, limit: int = 50) -> list[Sample]:
+        """The latest samples, newest first, without their items."""
+        rows = conn.execute(select(_s).order_by(_s.c.drawn_at.desc(), _s.c.id.desc()).limit(limit))
+        return [_sample(row, ()) for row in rows]
 
     def report(self, conn: Connection, sample_id: str) -> SampleReport:
         """Counts per state and the problems with their deadlines, overdue ones flagged."""
         return report(self.get(conn, sample_id), self.clock.now())
+
+    def _drawn_by(self, conn: Connection, sample_id: str) -> str:
+        drawn_by: str = conn.execute(select(_s.c.drawn_by).where(_s.c.id == sample_id)).scalar_one()
+        return drawn_by
+
+    def _record(
+        self,
+        conn: Connection,
+        actor: str,
+        action: str,
+        target: str,
+        source_ip: str | None,
+        via: str | None,
+        *,
+        details: dict[str, Any] | None = None,
+        **fields: Any,
+    ) -> None:
+        """One audit record; ``via`` names who ran the command line for ``actor``."""
+        extra = {"via": via} if via else {}
+        self.audit.record(
+            conn,
+            actor=actor,
+            action=action,
+            target=target,
+            source_ip=source_ip,
+            details={**(details or {}), **extra},
+            **fields,
+        )
 
     def _lock(self, conn: Connection, sample_id: str, payment_id: str) -> SampleItem:
         row = conn.execute(

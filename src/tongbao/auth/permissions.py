@@ -10,6 +10,21 @@ SEC-5 (segregation of duties): some roles may never be held by one person
 need one permission to ask (``….request``) and another, held by somebody
 else, to approve (``….approve``).
 
+AUD-5 (internal-audit samples of transactions) splits the work the way an
+internal-audit department expects: the auditor draws a sample
+(``audit.sample.draw``), checks its transactions and raises findings
+(``audit.sample.review``) and issues the report (``audit.sample.report``); the
+business side that owns the transactions — operators, and the compliance
+officer who oversees them — fixes each problem and records the rectification
+(``audit.sample.rectify``), seeing the samples and findings it must act on
+(``audit.sample.read``); the compliance officer also follows the report's
+overdue rectifications. On top of the roles, the sampling service refuses a
+person who drew a sample reviewing its items, and anyone who drew the sample
+or raised a finding recording its rectification
+(:func:`tongbao.audit.sampling.check_reviewer`, ``check_rectifier``). There is
+no separate "verified by the auditor" step yet: the auditor reviews each
+rectification (note, who, when, late or not) in the sample's report.
+
 DATA-2: every permission that touches data names the class of data and what
 it may do with it (:data:`DATA_ACCESS`).
 
@@ -32,7 +47,8 @@ from tongbao import errors
 
 class Role(StrEnum):
     OPERATOR = "operator"
-    """Back-office operations: asks for fund adjustments and limit changes."""
+    """Back-office operations: asks for fund adjustments and limit changes; records
+    the rectification of internal-audit findings (AUD-5)."""
     REVIEWER = "reviewer"
     """Checks the operators' work: payment review, approves fund adjustments."""
     RISK_OFFICER = "risk_officer"
@@ -40,7 +56,8 @@ class Role(StrEnum):
     COMPLIANCE_OFFICER = "compliance_officer"
     """Oversight: approves risk-policy changes, reviews permissions and alerts."""
     AUDITOR = "auditor"
-    """Internal audit: reads, exports and verifies the audit log; nothing operational."""
+    """Internal audit: reads, exports and verifies the audit log; draws and checks
+    samples of transactions (AUD-5); nothing operational."""
     CUSTOMER_SERVICE = "customer_service"
     """Answers customers: masked customer data, complaints."""
     ADMINISTRATOR = "administrator"
@@ -98,6 +115,11 @@ CATALOGUE: dict[str, Permission] = {
         _p("audit.read", "search and read the audit log", CONF, R),
         _p("audit.export", "export audit reports", CONF, R),
         _p("audit.verify", "verify the audit chain and its checkpoints", INT, R),
+        _p("audit.sample.draw", "draw a random sample of transactions (AUD-5)", CONF, R, M),
+        _p("audit.sample.review", "record a sampled transaction's check: ok or a finding", CONF, M),
+        _p("audit.sample.read", "see audit samples, their transactions and findings", CONF, R),
+        _p("audit.sample.rectify", "record the rectification of an audit finding", CONF, M),
+        _p("audit.sample.report", "an audit sample's report, overdue rectifications", CONF, R),
         _p("customers.read_pii", "read customers' personal data in clear (AUD-4 logged)", CONF, R),
         _p("customers.read_masked", "read customer records with personal data masked", INT, R),
         _p("complaints.handle", "handle customer complaints", CONF, R, M),
@@ -113,6 +135,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {
             "limits.change.request",
             "customers.read_masked",
             "reports.view",
+            "audit.sample.read",
+            "audit.sample.rectify",
         }
     ),
     Role.REVIEWER: frozenset(
@@ -140,10 +164,23 @@ ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {
             "alerts.view",
             "customers.read_pii",
             "reports.view",
+            "audit.sample.read",
+            "audit.sample.rectify",
+            "audit.sample.report",
         }
     ),
     Role.AUDITOR: frozenset(
-        {"audit.read", "audit.export", "audit.verify", "staff.review", "reports.view"}
+        {
+            "audit.read",
+            "audit.export",
+            "audit.verify",
+            "audit.sample.draw",
+            "audit.sample.review",
+            "audit.sample.read",
+            "audit.sample.report",
+            "staff.review",
+            "reports.view",
+        }
     ),
     Role.CUSTOMER_SERVICE: frozenset({"customers.read_masked", "complaints.handle"}),
     Role.ADMINISTRATOR: frozenset(

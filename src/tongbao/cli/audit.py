@@ -3,18 +3,23 @@
 ``verify`` exits 0 when the chain and its checkpoints are intact and 1
 otherwise, naming the first broken record. Searches and exports are
 themselves recorded (AUD-4). ``audit sample`` draws random samples of
-transactions for internal audit and tracks their findings (AUD-5).
+transactions for internal audit and tracks their findings (AUD-5); its
+``--staff USERNAME`` records a step as that staff member's (who must hold the
+permission the API would demand; the OS user is kept in the record as
+``via``), otherwise as the OS user. Either way the drawer may not review the
+sample, nor the audit side record a rectification (SEC-5).
 """
 
 from __future__ import annotations
 
 from datetime import date, datetime, time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy import Connection
 
 from tongbao import errors
 from tongbao.audit import AuditQuery, AuditVerifyReport
@@ -228,6 +233,36 @@ def _day(name: str, text: str) -> datetime:
     return datetime.combine(day, time(), tzinfo=SHANGHAI)
 
 
+StaffName = Annotated[
+    str | None,
+    typer.Option(
+        "--staff",
+        help="Act as this staff member (username), who must hold the permission; "
+        "default: the OS user",
+    ),
+]
+
+
+class Acting(NamedTuple):
+    actor: str
+    via: str | None
+
+
+def _acting(platform: Any, conn: Connection, username: str | None, permission: str) -> Acting:
+    """Who the records name: the staff member ``username`` (the OS user kept as
+    ``via``), or else the OS user."""
+    if username is None:
+        return Acting(cli_actor(), None)
+    member = platform.staff.find(conn, username)
+    if member is None:
+        raise errors.StaffNotFound(f"no staff member {username!r}")
+    if member.status != "active":
+        raise errors.StaffInactive(f"{username} has left")
+    if permission not in member.principal.permissions:
+        raise errors.PermissionDenied(f"{username} does not hold the permission {permission}")
+    return Acting(member.principal.actor, cli_actor())
+
+
 def _local(instant: datetime | None) -> str:
     return instant.astimezone(SHANGHAI).isoformat(timespec="seconds") if instant else ""
 
@@ -238,14 +273,18 @@ def sample_draw(
     since: Annotated[str, typer.Option(help="First day of the period (YYYY-MM-DD, Shanghai)")],
     until: Annotated[str, typer.Option(help="Day after the period (YYYY-MM-DD), exclusive")],
     size: Annotated[int, typer.Option(help="How many transactions to sample")],
+    staff: StaffName = None,
 ) -> None:
     """Draw a random sample of the completed transactions created in the period.
     The seed is recorded, so the draw can be repeated to show it was random."""
     start, end = _day("since", since), _day("until", until)
+
+    def draw(conn: Connection) -> Any:
+        actor, via = _acting(platform, conn, staff, "audit.sample.draw")
+        return platform.audit_sampling.draw_sample(conn, actor, start, end, size, via=via)
+
     with platform_for() as platform:
-        sample = platform.db.run(
-            lambda conn: platform.audit_sampling.draw_sample(conn, cli_actor(), start, end, size)
-        )
+        sample = platform.db.run(draw)
     out.print(
         f"sample {sample.id}: {sample.size} of {sample.population} transactions, "
         f"seed {sample.seed}",
@@ -264,17 +303,22 @@ def sample_result(
     payment_id: Annotated[str, typer.Argument(metavar="PAYMENT")],
     ok: Annotated[bool, typer.Option("--ok", help="Checked, nothing wrong")] = False,
     problem: Annotated[str | None, typer.Option(help="The problem found")] = None,
+    staff: StaffName = None,
 ) -> None:
     """Record the review of one sampled transaction: --ok, or --problem TEXT
-    (to be rectified within TONGBAO_AUDIT_RECTIFICATION_DAYS)."""
+    (to be rectified within TONGBAO_AUDIT_RECTIFICATION_DAYS). Not by whoever
+    drew the sample."""
     if ok == (problem is not None):
         raise errors.ValidationFailed("give exactly one of --ok and --problem TEXT")
-    with platform_for() as platform:
-        item = platform.db.run(
-            lambda conn: platform.audit_sampling.record_result(
-                conn, cli_actor(), sample_id, payment_id, ok, problem
-            )
+
+    def review(conn: Connection) -> Any:
+        actor, via = _acting(platform, conn, staff, "audit.sample.review")
+        return platform.audit_sampling.record_result(
+            conn, actor, sample_id, payment_id, ok, problem, via=via
         )
+
+    with platform_for() as platform:
+        item = platform.db.run(review)
     deadline = f", rectify by {_local(item.deadline)}" if item.deadline else ""
     out.print(f"{item.payment_id}: {item.state}{deadline}", markup=False)
 
@@ -285,14 +329,17 @@ def sample_rectify(
     sample_id: Annotated[str, typer.Argument(metavar="SAMPLE")],
     payment_id: Annotated[str, typer.Argument(metavar="PAYMENT")],
     note: Annotated[str, typer.Option(help="What was done about the problem")],
+    staff: StaffName = None,
 ) -> None:
-    """Close a problem found in a sampled transaction."""
+    """Close a problem found in a sampled transaction (the business side: not
+    whoever drew the sample or raised the finding)."""
+
+    def rectify(conn: Connection) -> Any:
+        actor, via = _acting(platform, conn, staff, "audit.sample.rectify")
+        return platform.audit_sampling.rectify(conn, actor, sample_id, payment_id, note, via=via)
+
     with platform_for() as platform:
-        item = platform.db.run(
-            lambda conn: platform.audit_sampling.rectify(
-                conn, cli_actor(), sample_id, payment_id, note
-            )
-        )
+        item = platform.db.run(rectify)
     out.print(f"{item.payment_id}: {item.state}", markup=False)
 
 
