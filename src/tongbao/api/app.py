@@ -24,6 +24,7 @@ from tongbao.api.routes import (
     accounts,
     admin,
     audit,
+    audit_samples,
     cards,
     health,
     notifications,
@@ -80,7 +81,17 @@ def create_app(
     )
     app.state.platform = platform
     problems.install(app)
-    for module in (accounts, payments, cards, notifications, staff, admin, audit, health):
+    for module in (
+        accounts,
+        payments,
+        cards,
+        notifications,
+        staff,
+        admin,
+        audit,
+        audit_samples,
+        health,
+    ):
         app.include_router(module.router)
     _install_docs(app)
     # Outermost last: headers on every answer, the request id on every refusal,

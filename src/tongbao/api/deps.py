@@ -216,3 +216,44 @@ async def get_mutation(
 
 
 MutationDep = Annotated[Mutation, Depends(get_mutation)]
+
+
+def audited(
+    platform: Platform,
+    principal: Principal,
+    request: Request,
+    action: str,
+    target: str,
+    answer: Callable[[], Response],
+) -> Response:
+    """Run a mutating staff call; a refusal is audited in a transaction of its
+    own (the call's rolled back) and counted for behaviour monitoring (SEC-8)."""
+    try:
+        return answer()
+    except errors.TongbaoError as exc:
+        platform.staff.record_refusal(
+            platform.db,
+            principal,
+            action=action,
+            target=target,
+            error=exc,
+            source_ip=client_ip(request),
+        )
+        raise
+
+
+def audited_run(
+    mutation: Mutation,
+    action: str,
+    target: str,
+    operation: Callable[[Connection], tuple[int, BaseModel]],
+) -> Response:
+    """Run a mutating staff call under its Idempotency-Key; a refusal is audited."""
+    return audited(
+        mutation.platform,
+        mutation.principal,
+        mutation.request,
+        action,
+        target,
+        lambda: mutation.run(operation),
+    )

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import Connection
 
 from tongbao.api import schemas as s
+from tongbao.audit.sampling import Sample, SampleItem, SampleReport
 from tongbao.customers import BankCard, Consent, Customer
 from tongbao.ledger import Account, AccountBalance, StatementLine
 from tongbao.notifications.local import LocalMessage
@@ -146,4 +149,47 @@ def card(c: BankCard) -> s.Card:
 def notification(m: LocalMessage) -> s.Notification:
     return s.Notification(
         id=m.id, channel=m.channel, kind=m.kind, text=m.text, delivered_at=m.delivered_at
+    )
+
+
+def audit_sample_item(sample_id: str, item: SampleItem, now: datetime) -> s.AuditSampleItem:
+    return s.AuditSampleItem(
+        sample_id=sample_id,
+        payment_id=item.payment_id,
+        serial_no=item.serial_no,
+        state=item.state,
+        finding=item.finding,
+        deadline=item.deadline,
+        overdue=item.overdue(now),
+        reviewed_by=item.reviewed_by,
+        reviewed_at=item.reviewed_at,
+        rectification=item.rectification,
+        rectified_by=item.rectified_by,
+        rectified_at=item.rectified_at,
+    )
+
+
+def audit_sample(sample: Sample, now: datetime, *, with_items: bool = True) -> s.AuditSample:
+    return s.AuditSample(
+        id=sample.id,
+        period_start=sample.period_start,
+        period_end=sample.period_end,
+        population=sample.population,
+        size=sample.size,
+        seed=sample.seed,
+        drawn_by=sample.drawn_by,
+        drawn_at=sample.drawn_at,
+        items=[audit_sample_item(sample.id, i, now) for i in sample.items] if with_items else None,
+    )
+
+
+def audit_sample_report(report: SampleReport) -> s.AuditSampleReport:
+    sample_id, now = report.sample.id, report.at
+    return s.AuditSampleReport(
+        generated_at=now,
+        sample=audit_sample(report.sample, now),
+        counts=report.counts,
+        complete=report.complete,
+        problems=[audit_sample_item(sample_id, i, now) for i in report.problems],
+        overdue=[audit_sample_item(sample_id, i, now) for i in report.overdue],
     )

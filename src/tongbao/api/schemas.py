@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tongbao.audit.sampling import MAX_FINDING, FindingState
 from tongbao.money import format_yuan
 
 YuanInput = Any  # validated by parse_yuan so the refusal has its own code
@@ -265,6 +266,72 @@ class CardList(BaseModel):
 class AccountList(BaseModel):
     object: Literal["list"] = "list"
     data: list[Account]
+
+
+# --- internal-audit samples (AUD-5) -----------------------------------------------
+
+
+class AuditSampleDraw(Request):
+    since: datetime = Field(description="Start of the period, inclusive, with its time zone")
+    until: datetime = Field(description="End of the period, exclusive, with its time zone")
+    size: int = Field(ge=1, description="How many of the period's completed transactions")
+
+
+class AuditSampleResult(Request):
+    outcome: Literal["ok", "problem"]
+    finding: str | None = Field(
+        None,
+        max_length=MAX_FINDING,
+        description="What is wrong: required for a problem, an optional note for ok",
+    )
+
+
+class AuditRectification(Request):
+    note: str = Field(max_length=MAX_FINDING, description="What was done about the problem")
+
+
+class AuditSampleItem(BaseModel):
+    object: Literal["audit_sample_item"] = "audit_sample_item"
+    sample_id: str
+    payment_id: str
+    serial_no: str
+    state: FindingState
+    finding: str | None
+    deadline: datetime | None = Field(description="Rectify a problem by then (AUD-5)")
+    overdue: bool = Field(description="A problem still open after its deadline")
+    reviewed_by: str | None
+    reviewed_at: datetime | None
+    rectification: str | None
+    rectified_by: str | None
+    rectified_at: datetime | None
+
+
+class AuditSample(BaseModel):
+    object: Literal["audit_sample"] = "audit_sample"
+    id: str
+    period_start: datetime
+    period_end: datetime
+    population: int = Field(description="Completed transactions of the period")
+    size: int
+    seed: str = Field(description="Hex seed: the draw repeats from it")
+    drawn_by: str
+    drawn_at: datetime
+    items: list[AuditSampleItem] | None = Field(description="Absent in lists")
+
+
+class AuditSampleList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[AuditSample]
+
+
+class AuditSampleReport(BaseModel):
+    object: Literal["audit_sample_report"] = "audit_sample_report"
+    generated_at: datetime
+    sample: AuditSample
+    counts: dict[FindingState, int]
+    complete: bool = Field(description="Every item reviewed and every problem rectified")
+    problems: list[AuditSampleItem] = Field(description="Rectified or not, by deadline")
+    overdue: list[AuditSampleItem] = Field(description="Problems open past their deadline")
 
 
 class Health(BaseModel):

@@ -9,7 +9,6 @@ never keep (a retry issues new ones, which is harmless).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -18,12 +17,12 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from sqlalchemy import Connection
 
-from tongbao import errors
 from tongbao.api.deps import (
     Mutation,
     MutationDep,
     PlatformDep,
-    client_ip,
+    audited,
+    audited_run,
     require_permission,
 )
 from tongbao.auth import Principal
@@ -238,46 +237,6 @@ def _alert(a: StaffAlert) -> AlertOut:
     )
 
 
-def _audited(
-    platform: Platform,
-    principal: Principal,
-    request: Request,
-    action: str,
-    target: str,
-    answer: Callable[[], Response],
-) -> Response:
-    """Run a mutating admin call; a refusal is audited in its own transaction."""
-    try:
-        return answer()
-    except errors.TongbaoError as exc:
-        platform.staff.record_refusal(
-            platform.db,
-            principal,
-            action=action,
-            target=target,
-            error=exc,
-            source_ip=client_ip(request),
-        )
-        raise
-
-
-def _audited_run(
-    mutation: Mutation,
-    action: str,
-    target: str,
-    operation: Callable[[Connection], tuple[int, BaseModel]],
-) -> Response:
-    """Run a mutating admin call under its Idempotency-Key; a refusal is audited."""
-    return _audited(
-        mutation.platform,
-        mutation.principal,
-        mutation.request,
-        action,
-        target,
-        lambda: mutation.run(operation),
-    )
-
-
 # --- staff ---------------------------------------------------------------------
 
 
@@ -294,7 +253,7 @@ def create_staff(
         )
         return 201, _staff(member)
 
-    return _audited_run(mutation, "staff.create", f"username:{body.username}", operation)
+    return audited_run(mutation, "staff.create", f"username:{body.username}", operation)
 
 
 @router.get("/staff", response_model=StaffList, summary="Staff members")
@@ -333,7 +292,7 @@ def issue_credentials(
             headers={"Cache-Control": "no-store"},
         )
 
-    return _audited(platform, admin, request, "staff.credentials", f"staff:{staff_id}", answer)
+    return audited(platform, admin, request, "staff.credentials", f"staff:{staff_id}", answer)
 
 
 @router.post("/staff/{staff_id}/unlock", response_model=StaffOut, summary="Lift a login lock")
@@ -346,7 +305,7 @@ def unlock(
     def operation(conn: Connection) -> tuple[int, BaseModel]:
         return 200, _staff(platform.staff.unlock(conn, admin, staff_id))
 
-    return _audited_run(mutation, "staff.unlock", f"staff:{staff_id}", operation)
+    return audited_run(mutation, "staff.unlock", f"staff:{staff_id}", operation)
 
 
 @router.delete(
@@ -365,7 +324,7 @@ def revoke_role(
         platform.staff.revoke_role(conn, admin, staff_id, role)
         return 200, _staff(platform.staff.get(conn, staff_id))
 
-    return _audited_run(mutation, "staff.role_revoke", f"staff:{staff_id}", operation)
+    return audited_run(mutation, "staff.role_revoke", f"staff:{staff_id}", operation)
 
 
 @router.post(
@@ -382,7 +341,7 @@ def offboard(
     def operation(conn: Connection) -> tuple[int, BaseModel]:
         return 200, _offboarding(platform.staff.offboard(conn, admin, staff_id))
 
-    return _audited_run(mutation, "staff.offboard", f"staff:{staff_id}", operation)
+    return audited_run(mutation, "staff.offboard", f"staff:{staff_id}", operation)
 
 
 # --- dual control ------------------------------------------------------------------
@@ -406,7 +365,7 @@ def create_request(
         )
         return 201, _request(created)
 
-    return _audited_run(mutation, "dual_control.request", f"operation:{body.operation}", operation)
+    return audited_run(mutation, "dual_control.request", f"operation:{body.operation}", operation)
 
 
 @router.get("/requests", response_model=RequestList, summary="Dual-control requests, newest first")
@@ -442,7 +401,7 @@ def _decide(
     def operation(conn: Connection) -> tuple[int, BaseModel]:
         return 200, _request(decide(conn, staff, request_id, note))
 
-    return _audited_run(
+    return audited_run(
         mutation, f"dual_control.{decision}", f"dual_control:{request_id}", operation
     )
 
