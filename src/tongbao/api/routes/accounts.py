@@ -12,7 +12,11 @@ from sqlalchemy import Connection
 from tongbao import errors
 from tongbao.api import present
 from tongbao.api import schemas as s
-from tongbao.api.deps import CustomerDep, MutationDep, PlatformDep
+from tongbao.api.deps import (
+    CustomerCallDep,
+    CustomerDep,
+    CustomerMutationDep,
+)
 from tongbao.customers import Customer
 from tongbao.ledger import Account
 from tongbao.ledger.model import Side
@@ -22,12 +26,13 @@ router = APIRouter(prefix="/v1", tags=["accounts"])
 
 
 @router.get("/me", response_model=s.Me, summary="The calling customer (personal data masked)")
-def me(customer: CustomerDep) -> s.Me:
+async def me(customer: CustomerDep) -> s.Me:
     return present.me(customer)
 
 
 @router.get("/me/consents", response_model=s.ConsentList, summary="My consents (DATA-1)")
-def list_consents(platform: PlatformDep, customer: CustomerDep) -> s.ConsentList:
+async def list_consents(call: CustomerCallDep) -> s.ConsentList:
+    platform, customer = call.platform, call.customer
     consents = platform.db.read(lambda conn: platform.customers.consents(conn, customer.id))
     return s.ConsentList(
         current_version=platform.settings.privacy_policy_version,
@@ -41,12 +46,11 @@ def list_consents(platform: PlatformDep, customer: CustomerDep) -> s.ConsentList
     status_code=201,
     summary="Agree to the current privacy policy (DATA-1)",
 )
-def give_consent(
+async def give_consent(
     body: s.ConsentGive,
-    platform: PlatformDep,
-    customer: CustomerDep,
-    mutation: MutationDep,
+    mutation: CustomerMutationDep,
 ) -> Response:
+    platform, customer = mutation.platform, mutation.customer
     current = platform.settings.privacy_policy_version
     if body.version != current:
         raise errors.ValidationFailed(
@@ -66,11 +70,11 @@ def give_consent(
     response_model=s.Me,
     summary="Withdraw consent: payments stop until agreed again",
 )
-def withdraw_consent(
-    platform: PlatformDep,
-    customer: CustomerDep,
-    mutation: MutationDep,
+async def withdraw_consent(
+    mutation: CustomerMutationDep,
 ) -> Response:
+    platform, customer = mutation.platform, mutation.customer
+
     def operation(conn: Connection) -> tuple[int, BaseModel]:
         return 200, present.me(platform.customers.withdraw_consent(conn, customer))
 
@@ -86,7 +90,9 @@ def _own_account(
 
 
 @router.get("/accounts", response_model=s.AccountList, summary="My accounts with balances")
-def list_accounts(platform: PlatformDep, customer: CustomerDep) -> s.AccountList:
+async def list_accounts(call: CustomerCallDep) -> s.AccountList:
+    platform, customer = call.platform, call.customer
+
     def read(conn: Connection) -> s.AccountList:
         account = _own_account(platform, conn, customer, customer.account_id)
         return s.AccountList(
@@ -101,7 +107,9 @@ def list_accounts(platform: PlatformDep, customer: CustomerDep) -> s.AccountList
     response_model=s.Account,
     summary="One account: ledger, held and available balance",
 )
-def get_account(account_id: str, platform: PlatformDep, customer: CustomerDep) -> s.Account:
+async def get_account(account_id: str, call: CustomerCallDep) -> s.Account:
+    platform, customer = call.platform, call.customer
+
     def read(conn: Connection) -> s.Account:
         account = _own_account(platform, conn, customer, account_id)
         return present.account(account, platform.ledger.balance(conn, account.id))
@@ -114,13 +122,14 @@ def get_account(account_id: str, platform: PlatformDep, customer: CustomerDep) -
     response_model=s.StatementPage,
     summary="Postings on the account, newest first, with the balance after each",
 )
-def statement(
+async def statement(
     account_id: str,
-    platform: PlatformDep,
-    customer: CustomerDep,
+    call: CustomerCallDep,
     cursor: Annotated[str | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> s.StatementPage:
+    platform, customer = call.platform, call.customer
+
     def read(conn: Connection) -> s.StatementPage:
         account = _own_account(platform, conn, customer, account_id)
         page = platform.ledger.statement(conn, account.id, cursor=cursor, limit=limit)

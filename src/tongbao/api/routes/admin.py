@@ -241,7 +241,7 @@ def _alert(a: StaffAlert) -> AlertOut:
 
 
 @router.post("/staff", response_model=StaffOut, status_code=201, summary="Create a staff member")
-def create_staff(
+async def create_staff(
     body: StaffCreate,
     platform: PlatformDep,
     admin: StaffManager,
@@ -257,12 +257,12 @@ def create_staff(
 
 
 @router.get("/staff", response_model=StaffList, summary="Staff members")
-def list_staff(platform: PlatformDep, admin: StaffManager) -> StaffList:
+async def list_staff(platform: PlatformDep, admin: StaffManager) -> StaffList:
     return StaffList(data=[_staff(m) for m in platform.db.read(platform.staff.members)])
 
 
 @router.get("/staff/{staff_id}", response_model=StaffOut, summary="One staff member")
-def get_staff(staff_id: str, platform: PlatformDep, admin: StaffManager) -> StaffOut:
+async def get_staff(staff_id: str, platform: PlatformDep, admin: StaffManager) -> StaffOut:
     return _staff(platform.db.read(lambda conn: platform.staff.get(conn, staff_id)))
 
 
@@ -296,7 +296,7 @@ def issue_credentials(
 
 
 @router.post("/staff/{staff_id}/unlock", response_model=StaffOut, summary="Lift a login lock")
-def unlock(
+async def unlock(
     staff_id: str,
     platform: PlatformDep,
     admin: StaffManager,
@@ -313,7 +313,7 @@ def unlock(
     response_model=StaffOut,
     summary="Revoke a role at once (granting goes through dual control)",
 )
-def revoke_role(
+async def revoke_role(
     staff_id: str,
     role: str,
     platform: PlatformDep,
@@ -332,7 +332,7 @@ def revoke_role(
     response_model=OffboardingOut,
     summary="Offboard a leaving member: every role, session and token goes at once (SEC-7)",
 )
-def offboard(
+async def offboard(
     staff_id: str,
     platform: PlatformDep,
     admin: Offboarder,
@@ -353,7 +353,7 @@ def offboard(
     status_code=201,
     summary="Ask for a dual-controlled operation (SEC-6); another person approves it",
 )
-def create_request(
+async def create_request(
     body: RequestCreate,
     platform: PlatformDep,
     staff: Requester,
@@ -369,7 +369,7 @@ def create_request(
 
 
 @router.get("/requests", response_model=RequestList, summary="Dual-control requests, newest first")
-def list_requests(
+async def list_requests(
     platform: PlatformDep,
     staff: Decider,
     state: Annotated[RequestState | None, Query()] = None,
@@ -382,7 +382,7 @@ def list_requests(
 
 
 @router.get("/requests/{request_id}", response_model=RequestOut, summary="One request")
-def get_request(request_id: str, platform: PlatformDep, staff: Decider) -> RequestOut:
+async def get_request(request_id: str, platform: PlatformDep, staff: Decider) -> RequestOut:
     return _request(platform.db.read(lambda conn: platform.dual_control.get(conn, request_id)))
 
 
@@ -411,7 +411,7 @@ def _decide(
     response_model=RequestOut,
     summary="Approve: the operation executes now, exactly once",
 )
-def approve_request(
+async def approve_request(
     request_id: str,
     body: DecisionBody,
     platform: PlatformDep,
@@ -426,7 +426,7 @@ def approve_request(
     response_model=RequestOut,
     summary="Reject (or, by the requester, withdraw) a pending request",
 )
-def reject_request(
+async def reject_request(
     request_id: str,
     body: DecisionBody,
     platform: PlatformDep,
@@ -444,7 +444,7 @@ def reject_request(
     response_model=ReviewOut,
     summary="Quarterly permission review (SEC-7); `format=csv` for a spreadsheet",
 )
-def permission_review(
+async def permission_review(
     platform: PlatformDep,
     staff: Reviewer,
     format: Annotated[Literal["json", "csv"], Query()] = "json",
@@ -461,7 +461,7 @@ def permission_review(
 
 
 @router.get("/alerts", response_model=AlertList, summary="Staff behaviour alerts (SEC-8)")
-def alerts(
+async def alerts(
     platform: PlatformDep,
     staff: AlertViewer,
     staff_id: Annotated[str | None, Query()] = None,

@@ -100,7 +100,7 @@ def _verify_out(report: AuditVerifyReport) -> AuditVerifyOut:
     )
 
 
-def _query(
+async def _query(
     actor: Annotated[str | None, Query(max_length=200)] = None,
     action: Annotated[str | None, Query(max_length=200)] = None,
     target: Annotated[str | None, Query(max_length=200)] = None,
@@ -146,7 +146,7 @@ def _audit_own_use(
     response_model=AuditRecordPage,
     summary="Search the audit log: keyword and filters, newest first (AUD-2)",
 )
-def search(
+async def search(
     platform: PlatformDep,
     auditor: Reader,
     request: Request,
@@ -172,7 +172,7 @@ def search(
     response_model=AuditRecordOut,
     summary="One audit record",
 )
-def get_record(
+async def get_record(
     seq: int, platform: PlatformDep, auditor: Reader, request: Request
 ) -> AuditRecordOut:
     record = platform.db.read(lambda conn: platform.audit.get(conn, seq))

@@ -49,7 +49,7 @@ Reporter = Annotated[Principal, Depends(require_permission("audit.sample.report"
     status_code=201,
     summary="Draw a random sample of the period's completed transactions (AUD-5)",
 )
-def draw_sample(
+async def draw_sample(
     body: s.AuditSampleDraw, platform: PlatformDep, auditor: Drawer, mutation: MutationDep
 ) -> Response:
     def operation(conn: Connection) -> tuple[int, BaseModel]:
@@ -67,7 +67,7 @@ def draw_sample(
 
 
 @router.get("", response_model=s.AuditSampleList, summary="The latest samples, newest first")
-def list_samples(
+async def list_samples(
     platform: PlatformDep,
     staff: Reader,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -80,7 +80,7 @@ def list_samples(
 @router.get(
     "/{sample_id}", response_model=s.AuditSample, summary="One sample with its transactions"
 )
-def get_sample(sample_id: str, platform: PlatformDep, staff: Reader) -> s.AuditSample:
+async def get_sample(sample_id: str, platform: PlatformDep, staff: Reader) -> s.AuditSample:
     sample = platform.db.read(lambda conn: platform.audit_sampling.get(conn, sample_id))
     return present.audit_sample(sample, platform.clock.now())
 
@@ -107,7 +107,7 @@ def _change_item(
     response_model=s.AuditSampleItem,
     summary="Record a sampled transaction's check: ok, or a problem with its finding",
 )
-def record_result(
+async def record_result(
     sample_id: str,
     payment_id: str,
     body: s.AuditSampleResult,
@@ -138,7 +138,7 @@ def record_result(
     response_model=s.AuditSampleItem,
     summary="Record the rectification of a problem (the business side, not the auditor)",
 )
-def rectify(
+async def rectify(
     sample_id: str,
     payment_id: str,
     body: s.AuditRectification,
@@ -163,6 +163,8 @@ def rectify(
     response_model=s.AuditSampleReport,
     summary="The audit report: counts, problems by deadline, overdue rectifications flagged",
 )
-def sample_report(sample_id: str, platform: PlatformDep, staff: Reporter) -> s.AuditSampleReport:
+async def sample_report(
+    sample_id: str, platform: PlatformDep, staff: Reporter
+) -> s.AuditSampleReport:
     report = platform.db.read(lambda conn: platform.audit_sampling.report(conn, sample_id))
     return present.audit_sample_report(report)

@@ -9,7 +9,10 @@ from sqlalchemy import Connection
 
 from tongbao.api import present
 from tongbao.api import schemas as s
-from tongbao.api.deps import CustomerDep, MutationDep, PlatformDep
+from tongbao.api.deps import (
+    CustomerCallDep,
+    CustomerMutationDep,
+)
 from tongbao.customers import bankcard
 
 router = APIRouter(prefix="/v1/cards", tags=["cards"])
@@ -21,12 +24,11 @@ router = APIRouter(prefix="/v1/cards", tags=["cards"])
     response_model=s.Card,
     summary="Bind a bank card (signs a quick-pay agreement with the bank)",
 )
-def bind_card(
+async def bind_card(
     body: s.CardBind,
-    platform: PlatformDep,
-    customer: CustomerDep,
-    mutation: MutationDep,
+    mutation: CustomerMutationDep,
 ) -> Response:
+    platform, customer = mutation.platform, mutation.customer
     expires_on = bankcard.expiry_date(body.expires)
     bankcard.validate(body.card_number)
 
@@ -51,18 +53,19 @@ def bind_card(
 
 
 @router.get("", response_model=s.CardList, summary="My bound cards")
-def list_cards(platform: PlatformDep, customer: CustomerDep) -> s.CardList:
+async def list_cards(call: CustomerCallDep) -> s.CardList:
+    platform, customer = call.platform, call.customer
     cards = platform.db.read(lambda conn: platform.customers.cards(conn, customer.id))
     return s.CardList(data=[present.card(c) for c in cards])
 
 
 @router.delete("/{card_id}", response_model=s.Card, summary="Unbind a card")
-def unbind_card(
+async def unbind_card(
     card_id: str,
-    platform: PlatformDep,
-    customer: CustomerDep,
-    mutation: MutationDep,
+    mutation: CustomerMutationDep,
 ) -> Response:
+    platform, customer = mutation.platform, mutation.customer
+
     def operation(conn: Connection) -> tuple[int, BaseModel]:
         return 202, present.card(platform.customers.card(conn, customer.id, card_id))
 

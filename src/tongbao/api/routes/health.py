@@ -17,7 +17,7 @@ router = APIRouter(tags=["operations"])
 
 
 @router.get("/healthz", response_model=s.Health, summary="Liveness and database reachability")
-def health(platform: PlatformDep) -> s.Health:
+async def health(platform: PlatformDep) -> s.Health:
     try:
         platform.db.read(lambda conn: conn.execute(text("SELECT 1")).scalar_one())
     except Exception as exc:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from tongbao.api import present
 from tongbao.api import schemas as s
-from tongbao.api.deps import CustomerDep, PlatformDep
+from tongbao.api.deps import CustomerCallDep
 
 router = APIRouter(prefix="/v1/notifications", tags=["notifications"])
 
@@ -18,12 +18,12 @@ router = APIRouter(prefix="/v1/notifications", tags=["notifications"])
     response_model=s.NotificationPage,
     summary="Messages sent to me, newest first (the local SMS/push channel)",
 )
-def list_notifications(
-    platform: PlatformDep,
-    customer: CustomerDep,
+async def list_notifications(
+    call: CustomerCallDep,
     cursor: Annotated[str | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> s.NotificationPage:
+    platform, customer = call.platform, call.customer
     page = platform.local_channel.messages(customer.id, cursor=cursor, limit=limit)
     return s.NotificationPage(
         next_cursor=page.next_cursor, data=[present.notification(m) for m in page.items]

@@ -16,7 +16,10 @@ from sqlalchemy import Connection
 from tongbao import errors
 from tongbao.api import present
 from tongbao.api import schemas as s
-from tongbao.api.deps import CustomerDep, MutationDep, PlatformDep
+from tongbao.api.deps import (
+    CustomerCallDep,
+    CustomerMutationDep,
+)
 from tongbao.api.problems import PROBLEM, TYPE_BASE
 from tongbao.money import parse_yuan
 from tongbao.payments import (
@@ -62,14 +65,13 @@ def _respond(
     responses=PROBLEM_RESPONSES,
     summary="Create a payment (quote), or create and confirm it",
 )
-def create_payment(
+async def create_payment(
     body: s.PaymentCreate,
-    platform: PlatformDep,
-    customer: CustomerDep,
-    mutation: MutationDep,
+    mutation: CustomerMutationDep,
 ) -> Response:
     """Without ``confirm`` the payment stays ``created`` and the response is the
     summary the customer confirms: payee, amount, fee (PAY-3)."""
+    platform, customer = mutation.platform, mutation.customer
     amount = parse_yuan(body.amount, max_fen=platform.settings.max_amount_fen)
     scenario = None
     if body.scenario is not None:
@@ -107,14 +109,13 @@ def create_payment(
     responses=PROBLEM_RESPONSES,
     summary="Confirm a quoted payment",
 )
-def confirm_payment(
+async def confirm_payment(
     payment_id: str,
-    platform: PlatformDep,
-    customer: CustomerDep,
-    mutation: MutationDep,
+    mutation: CustomerMutationDep,
 ) -> Response:
     """Reserves the money and, depending on amount and kind, asks for a one-time
     code, queues the payment for review, schedules it, or executes it."""
+    platform, customer = mutation.platform, mutation.customer
     kind = platform.db.read(
         lambda conn: platform.payments.get(conn, payment_id, customer_id=customer.id)
     ).kind
@@ -141,13 +142,12 @@ def confirm_payment(
     },
     summary="Enter the one-time code (PAY-4)",
 )
-def verify_payment(
+async def verify_payment(
     payment_id: str,
     body: s.VerifyCode,
-    platform: PlatformDep,
-    customer: CustomerDep,
-    mutation: MutationDep,
+    mutation: CustomerMutationDep,
 ) -> Response:
+    platform, customer = mutation.platform, mutation.customer
     kind = platform.db.read(
         lambda conn: platform.payments.get(conn, payment_id, customer_id=customer.id)
     ).kind
@@ -200,12 +200,11 @@ class _VerificationProblem(BaseModel):
     responses=PROBLEM_RESPONSES,
     summary="Cancel a payment that has not executed",
 )
-def cancel_payment(
+async def cancel_payment(
     payment_id: str,
-    platform: PlatformDep,
-    customer: CustomerDep,
-    mutation: MutationDep,
+    mutation: CustomerMutationDep,
 ) -> Response:
+    platform, customer = mutation.platform, mutation.customer
     return mutation.run(
         lambda conn: _respond(platform, conn, platform.payments.cancel(conn, customer, payment_id))
     )
@@ -218,14 +217,13 @@ def cancel_payment(
     responses=PROBLEM_RESPONSES,
     summary="Refund a merchant payment (merchants)",
 )
-def refund_payment(
+async def refund_payment(
     payment_id: str,
     body: s.RefundCreate,
-    platform: PlatformDep,
-    customer: CustomerDep,
-    mutation: MutationDep,
+    mutation: CustomerMutationDep,
 ) -> Response:
     """Full or partial; all refunds together never exceed the payment (PAY-12)."""
+    platform, customer = mutation.platform, mutation.customer
     amount = parse_yuan(body.amount, max_fen=platform.settings.max_amount_fen)
     return mutation.run(
         lambda conn: _respond(
@@ -243,12 +241,11 @@ def refund_payment(
     responses=PROBLEM_RESPONSES,
     summary="Accept a succeeded payment (PAY-10)",
 )
-def acknowledge_payment(
+async def acknowledge_payment(
     payment_id: str,
-    platform: PlatformDep,
-    customer: CustomerDep,
-    mutation: MutationDep,
+    mutation: CustomerMutationDep,
 ) -> Response:
+    platform, customer = mutation.platform, mutation.customer
     return mutation.run(
         lambda conn: _respond(
             platform, conn, platform.payments.acknowledge(conn, customer, payment_id)
@@ -262,13 +259,12 @@ def acknowledge_payment(
     responses=PROBLEM_RESPONSES,
     summary="Object to a succeeded payment within the window (PAY-10)",
 )
-def object_to_payment(
+async def object_to_payment(
     payment_id: str,
     body: s.Objection,
-    platform: PlatformDep,
-    customer: CustomerDep,
-    mutation: MutationDep,
+    mutation: CustomerMutationDep,
 ) -> Response:
+    platform, customer = mutation.platform, mutation.customer
     return mutation.run(
         lambda conn: _respond(
             platform, conn, platform.payments.object(conn, customer, payment_id, body.reason)
@@ -282,9 +278,8 @@ def object_to_payment(
     responses=PROBLEM_RESPONSES,
     summary="Payment history (sent and received), newest first",
 )
-def list_payments(
-    platform: PlatformDep,
-    customer: CustomerDep,
+async def list_payments(
+    call: CustomerCallDep,
     state: Annotated[PaymentState | None, Query()] = None,
     kind: Annotated[PaymentKind | None, Query()] = None,
     created_from: Annotated[datetime | None, Query()] = None,
@@ -292,6 +287,7 @@ def list_payments(
     cursor: Annotated[str | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> s.PaymentPage:
+    platform, customer = call.platform, call.customer
     filters = PaymentFilter(
         state=state, kind=kind, created_from=_aware(created_from), created_to=_aware(created_to)
     )
@@ -314,12 +310,12 @@ def list_payments(
     responses=PROBLEM_RESPONSES,
     summary="One payment, by id or serial number",
 )
-def get_payment(
+async def get_payment(
     payment_id: str,
-    platform: PlatformDep,
-    customer: CustomerDep,
+    call: CustomerCallDep,
     expand: Annotated[list[str] | None, Query(description="`events`")] = None,
 ) -> s.Payment:
+    platform, customer = call.platform, call.customer
     expand_events = "events" in (expand or [])
     return platform.db.read(
         lambda conn: present.payment(

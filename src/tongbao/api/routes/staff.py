@@ -92,7 +92,7 @@ def login(body: LoginBody, request: Request, platform: PlatformDep) -> SessionOu
 
 
 @router.post("/logout", response_model=Done, summary="End this staff session")
-def logout(
+async def logout(
     platform: PlatformDep,
     staff: StaffSessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_credentials)],
@@ -115,7 +115,7 @@ def change_password(body: PasswordBody, platform: PlatformDep, staff: StaffSessi
 
 
 @router.get("/me", response_model=StaffMe, summary="The signed-in staff member's permissions")
-def me(staff: StaffSessionDep) -> StaffMe:
+async def me(staff: StaffSessionDep) -> StaffMe:
     return StaffMe(id=staff.id, roles=sorted(staff.roles), permissions=sorted(staff.permissions))
 
 
@@ -125,7 +125,7 @@ class ReviewQueue(BaseModel):
 
 
 @router.get("/reviews", response_model=ReviewQueue, summary="Payments waiting for review")
-def review_queue(platform: PlatformDep, reviewer: Reviewer) -> ReviewQueue:
+async def review_queue(platform: PlatformDep, reviewer: Reviewer) -> ReviewQueue:
     def read(conn: Connection) -> ReviewQueue:
         return ReviewQueue(
             data=[present.payment(platform, conn, p) for p in platform.payments.review_queue(conn)]
@@ -162,7 +162,7 @@ def _decide(
     response_model=s.Payment,
     summary="Approve a payment under review",
 )
-def approve(
+async def approve(
     payment_id: str,
     body: s.ReviewDecision,
     platform: PlatformDep,
@@ -177,7 +177,7 @@ def approve(
     response_model=s.Payment,
     summary="Reject a payment under review; the reserved money is released",
 )
-def reject(
+async def reject(
     payment_id: str,
     body: s.ReviewDecision,
     platform: PlatformDep,
