@@ -6,11 +6,11 @@ The HTTP API, the CLI, the tests and the benchmarks all build a
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from functools import partial
+from typing import Protocol
 
 import structlog
 from sqlalchemy import Connection
@@ -44,6 +44,12 @@ log = structlog.get_logger(__name__)
 
 SIMULATED_BANK = "SIMBANK"
 _NOTIFY_INTERVAL = 0.25  # seconds between outbox drains
+
+
+class StopSignal(Protocol):
+    """A ``threading.Event`` or a ``multiprocessing`` one."""
+
+    def wait(self, timeout: float | None = None) -> bool: ...
 
 
 class Platform:
@@ -250,7 +256,7 @@ class Platform:
             if report.sent + report.retried + report.failed < batch:
                 return sent
 
-    def run_background(self, stop: threading.Event) -> None:
+    def run_background(self, stop: StopSignal) -> None:
         """Until ``stop`` is set: deliver notifications as they come (a short
         wait between drains, so they go out within a fraction of a second and
         in small steady batches), and run :meth:`tick` every

@@ -137,8 +137,8 @@ def _install_docs(app: FastAPI) -> None:
 
 def app_from_environment() -> FastAPI:
     """Factory for ``serve`` with several worker processes: settings from the
-    environment, background duties in every worker (they are safe to run
-    concurrently: each step is guarded by row locks and state checks)."""
+    environment; background duties only where ``TONGBAO_BACKGROUND=1`` (``serve``
+    runs them in a process of their own, :mod:`tongbao.background`)."""
     from tongbao.config import Settings  # noqa: PLC0415
     from tongbao.logs import configure_logging  # noqa: PLC0415
 

@@ -117,6 +117,7 @@ def serve(
 
     from tongbao.api.app import create_app  # noqa: PLC0415
     from tongbao.api.hardening import tls_files  # noqa: PLC0415
+    from tongbao.background import BackgroundProcess  # noqa: PLC0415
     from tongbao.platform import Platform  # noqa: PLC0415
 
     settings = Settings()
@@ -140,15 +141,21 @@ def serve(
     if settings.http_workers == 1:
         uvicorn.run(create_app(platform, background=background), **options)
         return
-    # Several processes: each builds its own platform from the environment.
+    # Several processes: each builds its own platform from the environment;
+    # the background duties run once, in a process of their own.
     platform.close()
-    os.environ["TONGBAO_BACKGROUND"] = "1" if background else "0"
-    uvicorn.run(
-        "tongbao.api.app:app_from_environment",
-        factory=True,
-        workers=settings.http_workers,
-        **options,
-    )
+    os.environ["TONGBAO_BACKGROUND"] = "0"
+    duties = BackgroundProcess().start() if background else None
+    try:
+        uvicorn.run(
+            "tongbao.api.app:app_from_environment",
+            factory=True,
+            workers=settings.http_workers,
+            **options,
+        )
+    finally:
+        if duties is not None:
+            duties.close()
 
 
 def _banner(platform: Any, host: str, port: int, *, scheme: str = "http") -> None:
