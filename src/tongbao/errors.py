@@ -104,6 +104,7 @@ KeyVersionInUse = _error("key_version_in_use", 409, "Data still uses that key ve
 DecryptionFailed = _error(
     "decryption_failed", 500, "A ciphertext is corrupted or was made with another key"
 )
+GeoDataMissing = _error("geo_data_missing", 500, "The IP geolocation data is missing or unreadable")
 DataShredded = _error("data_shredded", 410, "The data was destroyed at the end of its retention")
 
 # --- staff, roles, dual control (SEC-4 … SEC-8, SEC-13) ----------------------------
