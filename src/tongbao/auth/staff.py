@@ -7,6 +7,8 @@ Rules (pure) live in :mod:`.credentials`, :mod:`.permissions` and
   login (AUTH-3); a password older than its maximum age must be changed
   before anything else (AUTH-6). A failed login is *committed* (the failure
   count, the security event, the audit record) before the refusal is raised.
+* Where each attempt on an existing account came from is remembered, and an
+  unusual place raises an alert (SEC-9, :meth:`BehaviourMonitor.login_from`).
 * A session token is random and stored only as its SHA-256; it ends after
   ``staff_session_minutes`` idle, after :data:`SESSION_ABSOLUTE`, at logout
   and when its owner is offboarded.
@@ -430,6 +432,7 @@ class StaffService:
         target = f"staff:{row.id}"
         if is_locked(row.locked_until, now):
             self.monitor.record(conn, row.id, EventKind.LOGIN_FAILED, "login while locked")
+            self.monitor.login_from(conn, row.id, source_ip, succeeded=False)
             self.audit.record(
                 conn,
                 actor=target,
@@ -458,6 +461,7 @@ class StaffService:
                 .values(failed_logins=failed, locked_until=locked_until)
             )
             self.monitor.record(conn, row.id, EventKind.LOGIN_FAILED, "wrong password or code")
+            self.monitor.login_from(conn, row.id, source_ip, succeeded=False)
             self.audit.record(
                 conn,
                 actor=target,
@@ -488,6 +492,7 @@ class StaffService:
                 "source_ip": source_ip,
             },
         )
+        self.monitor.login_from(conn, row.id, source_ip, succeeded=True)
         expired = password_expired(
             row.password_changed_at,
             now,

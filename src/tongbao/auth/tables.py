@@ -122,3 +122,20 @@ staff_alerts = Table(
     Column("raised_at", UtcDateTime, nullable=False),
     Index("ix_staff_alerts_staff_id_kind_raised_at", "staff_id", "kind", "raised_at"),
 )
+
+# SEC-9: where each staff login attempt came from (the place as the shipped
+# geolocation data knew it then); successful ones are the member's baseline.
+staff_login_locations = Table(
+    "staff_login_locations",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("staff_id", ID, nullable=False),
+    Column("ip", String(45)),
+    Column("network", String(10), nullable=False),  # public | internal | unknown
+    Column("country", String(40)),
+    Column("province", String(40)),
+    Column("city", String(40)),
+    Column("outcome", String(10), nullable=False),  # ok | refused
+    Column("at", UtcDateTime, nullable=False),
+    Index("ix_staff_login_locations_staff_id_at", "staff_id", "at"),
+)

@@ -134,6 +134,9 @@ def serve(
         "port": bind_port,
         "log_config": None,
         "access_log": False,
+        # The client address behind a trusted reverse proxy (SEC-9 location alerts).
+        "proxy_headers": True,
+        "forwarded_allow_ips": settings.trusted_proxies,
     }
     if tls is not None:
         # uvicorn's own ssl_version sets no minimum version; this context does.

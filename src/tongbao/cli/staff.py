@@ -111,7 +111,7 @@ def staff_review(
 @staff_app.command("alerts")
 @refusals
 def staff_alerts(limit: Annotated[int, typer.Option(min=1, max=500)] = 50) -> None:
-    """Staff behaviour alerts (SEC-8), newest first."""
+    """Staff behaviour alerts (SEC-8) and unusual login locations (SEC-9), newest first."""
     with platform_for() as platform:
         alerts = platform.db.read(lambda conn: platform.staff.monitor.alerts(conn, limit=limit))
     table = Table("raised", "staff", "kind", "detail")

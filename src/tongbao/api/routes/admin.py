@@ -460,7 +460,7 @@ async def permission_review(
     return Response(out.model_dump_json(), media_type="application/json")
 
 
-@router.get("/alerts", response_model=AlertList, summary="Staff behaviour alerts (SEC-8)")
+@router.get("/alerts", response_model=AlertList, summary="Staff behaviour alerts (SEC-8, SEC-9)")
 async def alerts(
     platform: PlatformDep,
     staff: AlertViewer,
