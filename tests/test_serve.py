@@ -5,7 +5,6 @@ back if that process dies, and leave nothing running after Ctrl-C."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil
@@ -19,22 +18,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .test_tls import TONGBAO, free_port
+from .test_tls import TONGBAO, free_port, serve_environment
 
 pytestmark = pytest.mark.slow
 
 
 def _environment(database: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TONGBAO_")}
-    env.update(
-        TONGBAO_DATABASE_URL=f"sqlite:///{database}",
-        TONGBAO_ENV="test",
-        TONGBAO_LOG_JSON="true",
-        TONGBAO_MASTER_KEY=base64.b64encode(os.urandom(32)).decode(),
-        TONGBAO_HTTP_WORKERS="2",
-        TONGBAO_BACKGROUND_INTERVAL_SECONDS="0.5",
+    return serve_environment(
+        database, 2, TONGBAO_LOG_JSON="true", TONGBAO_BACKGROUND_INTERVAL_SECONDS="0.5"
     )
-    return env
 
 
 def _alive(pid: int) -> bool:

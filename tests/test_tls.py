@@ -113,19 +113,28 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def server_environment(database: Path, pair: KeyPair, workers: int) -> dict[str, str]:
+def serve_environment(database: Path, workers: int, **extra: str) -> dict[str, str]:
+    """The environment of a ``tongbao serve`` process of a test: no stray TONGBAO_* variables."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TONGBAO_")}
     env.update(
         TONGBAO_DATABASE_URL=f"sqlite:///{database}",
         TONGBAO_ENV="test",
-        TONGBAO_LOG_JSON="false",
         TONGBAO_MASTER_KEY=base64.b64encode(os.urandom(32)).decode(),
-        TONGBAO_TLS_CERTFILE=str(pair.certfile),
-        TONGBAO_TLS_KEYFILE=str(pair.keyfile),
         TONGBAO_HTTP_WORKERS=str(workers),
-        COLUMNS="250",
+        **extra,
     )
     return env
+
+
+def server_environment(database: Path, pair: KeyPair, workers: int) -> dict[str, str]:
+    return serve_environment(
+        database,
+        workers,
+        TONGBAO_LOG_JSON="false",
+        TONGBAO_TLS_CERTFILE=str(pair.certfile),
+        TONGBAO_TLS_KEYFILE=str(pair.keyfile),
+        COLUMNS="250",
+    )
 
 
 @dataclass
