@@ -614,7 +614,7 @@ def main() -> None:
     for r in results:
         ratio = f"{r.value / reference.value:.2f}x" if r.unit.endswith("/s") else ""
         table.add_row(r.name, f"{r.value:,.1f}", r.unit, ratio, r.note)
-    Console().print(table)
+    Console(width=max(Console().width, 120)).print(table)
     print(
         f"RESULT per_transfer_vs_pgbench={per_tps / reference.value:.2f} "
         f"batched_vs_pgbench={batch_tps / reference.value:.2f} http_p99_ms={p99:.1f}"
