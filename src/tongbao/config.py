@@ -86,7 +86,8 @@ class Settings(BaseSettings):
     http_port: Annotated[int, Field(ge=1, le=65_535)] = 8000
     """Port ``tongbao serve`` listens on."""
     http_workers: Annotated[int, Field(ge=1, le=64)] = 1
-    """Worker processes of ``tongbao serve`` (one per core suits a busy server)."""
+    """Worker processes of ``tongbao serve`` (one per core suits a busy server); with
+    more than one, the background duties run in one extra process of their own."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Lowest level written to the log (standard error)."""
     log_json: bool = True
