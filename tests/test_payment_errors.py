@@ -159,11 +159,15 @@ def _withdrawal_after_its_hold_ran_out(
     assert order.state is PaymentState.PROCESSING and order.bank_reference is None
     if reached_the_bank:
         card = platform.db.read(lambda conn: platform.customers.card(conn, customer.id, card_id))
-        platform.simulated_bank().submit(
-            Instruction(
-                order.id, InstructionDirection.CREDIT, card.agreement_id, order.split.credit, "x"
-            )
+        instruction = Instruction(
+            order.id,
+            InstructionDirection.CREDIT,
+            card.agreement_id,
+            order.split.credit,
+            "x",
+            card.bank_code,
         )
+        platform.simulated_bank().submit(platform.instruction_signer.sign(instruction, clock.now()))
     clock.advance(timedelta(seconds=platform.settings.payment_hold_ttl_seconds + 1))
     assert platform.db.read(platform.ledger.due_holds) == [order.hold_id]
     platform.db.run(lambda conn: platform.ledger.expire_hold(conn, order.hold_id or ""))

@@ -577,9 +577,11 @@ def test_pay6_a_withdrawal_the_bank_took_before_a_long_outage_is_still_booked(
     card_before = bank.card_balance(alice.card_number or "")
     order = env.pay(alice, PaymentRequest(WITHDRAWAL, 50_000, card_id=alice.card_id))
     card = env.db.read(lambda conn: env.p.customers.card(conn, alice.id, alice.card_id or ""))
-    bank.submit(  # what submit_to_bank sends; the process dies before recording the answer
-        Instruction(order.id, InstructionDirection.CREDIT, card.agreement_id, 50_000, memo="x")
+    instruction = Instruction(
+        order.id, InstructionDirection.CREDIT, card.agreement_id, 50_000, "x", card.bank_code
     )
+    # What submit_to_bank sends; the process dies before recording the answer.
+    bank.submit(env.p.instruction_signer.sign(instruction, clock.now()))
     clock.advance(timedelta(seconds=env.p.settings.payment_hold_ttl_seconds + 3_600))
     env.p.tick()
     env.p.tick()

@@ -9,6 +9,7 @@ import threading
 from collections import Counter
 from dataclasses import replace
 from datetime import date, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import FromClause, func, select
@@ -20,8 +21,10 @@ from tongbao.banking import (
     InstructionDirection,
     InstructionReceipt,
     InstructionStatus,
+    SignedInstruction,
 )
 from tongbao.banking import tables as t
+from tongbao.banking.signing import InstructionSigner
 from tongbao.banking.simulated import CardStatus, Distortion, Reason, SimulatedBank
 from tongbao.clock import SHANGHAI, ManualClock, business_date
 from tongbao.storage import Database
@@ -36,13 +39,41 @@ TODAY = date(2026, 11, 23)  # the conftest clock's Shanghai date
 DELAY = timedelta(seconds=60)
 
 
+PLATFORM_SIGNER = InstructionSigner(bytes([7]) * 32)
+RIVAL_SIGNER = InstructionSigner(bytes([8]) * 32)
+
+
+def signer_of(bank: SimulatedBank) -> InstructionSigner:
+    return RIVAL_SIGNER if bank.institution == "RIVAL" else PLATFORM_SIGNER
+
+
+def new_bank(db: Database, clock: ManualClock, **options: Any) -> SimulatedBank:
+    """A simulated bank holding its institution's public key (SEC-12)."""
+    simbank = SimulatedBank(db, clock, **options)
+    simbank.register_platform_key(signer_of(simbank).public_key)
+    return simbank
+
+
+def signed(
+    bank: SimulatedBank,
+    iid: str,
+    direction: InstructionDirection,
+    agreement_id: str,
+    amount: int,
+    memo: str = "test",
+) -> SignedInstruction:
+    """An instruction as the institution sends it to ``bank``: signed."""
+    instruction = Instruction(iid, direction, agreement_id, amount, memo, bank.bank_code)
+    return signer_of(bank).sign(instruction, bank.clock.now())
+
+
 def verification(card: str = CARD) -> CardVerification:
     return CardVerification(card_number=card, holder_name=NAME, phone=PHONE, expires_on=EXPIRES)
 
 
 @pytest.fixture
 def bank(db: Database, clock: ManualClock) -> SimulatedBank:
-    simbank = SimulatedBank(db, clock, settlement_delay=DELAY)
+    simbank = new_bank(db, clock, settlement_delay=DELAY)
     simbank.open_card(
         card_number=CARD, holder_name=NAME, phone=PHONE, balance=100_000, expires_on=EXPIRES
     )
@@ -57,7 +88,7 @@ def agreement(bank: SimulatedBank) -> str:
 def send(
     bank: SimulatedBank, direction: InstructionDirection, agreement_id: str, amount: int, iid: str
 ) -> InstructionReceipt:
-    return bank.submit(Instruction(iid, direction, agreement_id, amount, memo="test"))
+    return bank.submit(signed(bank, iid, direction, agreement_id, amount))
 
 
 def book_total(db: Database) -> int:
@@ -398,7 +429,7 @@ def _many_debits(bank: SimulatedBank, agreement: str, count: int) -> dict[str, i
 
 
 def test_every_line_disagrees_at_rate_one(db: Database, clock: ManualClock) -> None:
-    bank = SimulatedBank(db, clock, disagree_rate=1.0, seed=0)
+    bank = new_bank(db, clock, disagree_rate=1.0, seed=0)
     open_cards(bank, CARD)
     agreement = bank.sign_agreement(verification()).agreement_id
     amounts = _many_debits(bank, agreement, 24)
@@ -449,7 +480,7 @@ def test_disagreements_are_reproducible_from_the_seed(db: Database, clock: Manua
             for table in reversed(t.simbank_accounts.metadata.sorted_tables):
                 if table.name.startswith("simbank_"):
                     conn.execute(table.delete())
-        bank = SimulatedBank(db, clock, disagree_rate=0.5, seed=seed)
+        bank = new_bank(db, clock, disagree_rate=0.5, seed=seed)
         open_cards(bank, CARD)
         agreement = bank.sign_agreement(verification()).agreement_id
         _many_debits(bank, agreement, 20)
@@ -466,28 +497,22 @@ def test_disagreements_are_reproducible_from_the_seed(db: Database, clock: Manua
 
 def test_money_is_conserved_across_a_random_sequence(db: Database, clock: ManualClock) -> None:
     rng = random.Random(20261123)
-    bank = SimulatedBank(db, clock, settlement_delay=DELAY, disagree_rate=0.3, seed=3)
+    bank = new_bank(db, clock, settlement_delay=DELAY, disagree_rate=0.3, seed=3)
     cards = [f"62220200000001{i:02d}" for i in range(4)]
     open_cards(bank, *cards, balance=50_000)
     agreements = [bank.sign_agreement(verification(card)).agreement_id for card in cards]
     total = book_total(db)
     assert total == 200_000
-    sent: list[Instruction] = []
+    sent: list[SignedInstruction] = []
     for step in range(120):
         action = rng.random()
         if action < 0.35:
-            sent.append(
-                Instruction(
-                    f"r{step}", DEBIT, rng.choice(agreements), rng.randint(1, 30_000), "top-up"
-                )
-            )
+            amount = rng.randint(1, 30_000)
+            sent.append(signed(bank, f"r{step}", DEBIT, rng.choice(agreements), amount, "top-up"))
             bank.submit(sent[-1])
         elif action < 0.65:
-            sent.append(
-                Instruction(
-                    f"r{step}", CREDIT, rng.choice(agreements), rng.randint(1, 30_000), "out"
-                )
-            )
+            amount = rng.randint(1, 30_000)
+            sent.append(signed(bank, f"r{step}", CREDIT, rng.choice(agreements), amount, "out"))
             bank.submit(sent[-1])
         elif action < 0.75 and sent:
             bank.submit(rng.choice(sent))  # a retry
@@ -507,7 +532,7 @@ def test_money_is_conserved_across_a_random_sequence(db: Database, clock: Manual
     clock.advance(DELAY)
     bank.advance()
     assert book_total(db) == total
-    statuses = Counter(r.status for i in sent if (r := bank.status(i.id)) is not None)
+    statuses = Counter(r.status for i in sent if (r := bank.status(i.instruction.id)) is not None)
     assert statuses[InstructionStatus.ACCEPTED] == 0
     assert statuses[InstructionStatus.SETTLED] > 0
     assert statuses[InstructionStatus.REJECTED] > 0
@@ -516,7 +541,7 @@ def test_money_is_conserved_across_a_random_sequence(db: Database, clock: Manual
 def test_concurrent_advance_settles_each_credit_exactly_once(
     db: Database, clock: ManualClock
 ) -> None:
-    bank = SimulatedBank(db, clock, settlement_delay=DELAY)
+    bank = new_bank(db, clock, settlement_delay=DELAY)
     cards = [f"62220200000002{i:02d}" for i in range(4)]
     open_cards(bank, *cards)
     agreements = [bank.sign_agreement(verification(card)).agreement_id for card in cards]
@@ -581,9 +606,9 @@ def test_concurrent_resubmission_moves_money_once(bank: SimulatedBank, agreement
 
 
 def test_banks_and_institutions_keep_separate_books(db: Database, clock: ManualClock) -> None:
-    ours = SimulatedBank(db, clock)
-    other_bank = SimulatedBank(db, clock, bank_code="OTHERBANK")
-    other_institution = SimulatedBank(db, clock, institution="RIVAL")
+    ours = new_bank(db, clock)
+    other_bank = new_bank(db, clock, bank_code="OTHERBANK")
+    other_institution = new_bank(db, clock, institution="RIVAL")
     open_cards(ours, CARD, balance=10_000)
     with pytest.raises(errors.BankRejected, match="card not found"):
         other_bank.sign_agreement(verification())

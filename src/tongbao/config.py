@@ -152,6 +152,10 @@ class Settings(BaseSettings):
     """Hash for blind indexes (as HMAC) and the audit chain; SM3 is the national algorithm."""
     reencrypt_batch_size: Annotated[int, Field(ge=1, le=10_000)] = 200
     """Rows re-encrypted per transaction by ``tongbao keys reencrypt``."""
+    instruction_signature: Literal["ed25519", "sm2"] = "ed25519"
+    """SEC-12/PAY-6: how every instruction to a bank is signed (non-repudiation).
+    ``sm2`` is refused at start-up: no maintained, constant-time SM2 library
+    exists for Python yet, and instructions are never sent unsigned instead."""
 
     # --- staff, roles, dual control (SEC-4 … SEC-8, SEC-13, AUTH-3/6/9) ---------------
     staff_password_min_length: Annotated[int, Field(ge=8, le=128)] = 12

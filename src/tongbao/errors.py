@@ -107,6 +107,12 @@ DecryptionFailed = _error(
 GeoDataMissing = _error("geo_data_missing", 500, "The IP geolocation data is missing or unreadable")
 DataShredded = _error("data_shredded", 410, "The data was destroyed at the end of its retention")
 
+# --- signed bank instructions (SEC-12, PAY-6) --------------------------------------
+InstructionSignatureUnsupported = _error(
+    "instruction_signature_unsupported", 500, "That signature algorithm is not available"
+)
+InstructionNotFound = _error("instruction_not_found", 404, "The bank holds no such instruction")
+
 # --- staff, roles, dual control (SEC-4 … SEC-8, SEC-13) ----------------------------
 InvalidCredentials = _error("invalid_credentials", 401, "Username, password or code is wrong")
 LoginLocked = _error("login_locked", 423, "The login is locked after repeated failures")

@@ -20,6 +20,11 @@ from tongbao.audit import SIGNING_PURPOSE, AuditLog, CheckpointFile
 from tongbao.audit.sampling_service import AuditSampling
 from tongbao.auth import Auth, BehaviourMonitor, DualControl, StaffService
 from tongbao.banking import BankChannel
+from tongbao.banking.signing import (
+    INSTRUCTION_KEY_PURPOSE,
+    InstructionSigner,
+    require_signature_algorithm,
+)
 from tongbao.banking.simulated import SimulatedBank
 from tongbao.calendar import BusinessCalendar
 from tongbao.clock import Clock, SystemClock
@@ -62,11 +67,15 @@ class Platform:
         banks: Mapping[str, BankChannel] | None = None,
         channel: NotificationChannel | None = None,
     ) -> None:
+        # SEC-12/PAY-6: every bank instruction is signed; sm2 is refused here, before
+        # anything opens, never replaced by something else (InstructionSignatureUnsupported).
+        require_signature_algorithm(settings.instruction_signature)
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
         self.db = Database(settings.database_url, settings=settings)
         # Start-up refuses here without a usable master key (MasterKeyMissing/-Invalid).
         self.keyring = KeyRing.from_settings(settings, self.clock)
+        self.instruction_signer = InstructionSigner(self._instruction_seed)
         self.audit = AuditLog(
             self.clock,
             algorithm=settings.digest_algorithm,
@@ -123,6 +132,7 @@ class Platform:
             notifications=self.notifications,
             calendar=self.calendar,
             banks=self.banks,
+            signer=self.instruction_signer,
         )
         self.audit_sampling = AuditSampling(self.clock, settings, self.audit, self.payments)
 
@@ -176,6 +186,7 @@ class Platform:
                 "run `tongbao db upgrade`"
             )
         self.db.run(self.keyring.initialize)  # MasterKeyInvalid for a wrong master key
+        self._register_instruction_key()
         self.db.run(self.payments.open_internal_accounts)
         self.apply_config_policies()
         return self
@@ -224,6 +235,18 @@ class Platform:
     def _audit_seed(self) -> bytes:
         """The checkpoint signing seed, derived from the master key when first needed."""
         return self.keyring.derive_key(SIGNING_PURPOSE)
+
+    def _instruction_seed(self) -> bytes:
+        """The bank instruction signing seed (SEC-12), derived like the audit one."""
+        return self.keyring.derive_key(INSTRUCTION_KEY_PURPOSE)
+
+    def _register_instruction_key(self) -> None:
+        """Set up the channel to the simulated bank: it gets our public key, and
+        verifies every instruction with it. A real bank is given the key out of
+        band (``tongbao bank public-key``)."""
+        for bank in self.banks.values():
+            if isinstance(bank, SimulatedBank):
+                bank.register_platform_key(self.instruction_signer.public_key)
 
     def _audit_checkpoint(self) -> int:
         """AUD-3: sign the audit chain head every ``audit_checkpoint_interval_seconds``."""

@@ -9,6 +9,7 @@ from tongbao.banking.channel import (
     InstructionDirection,
     InstructionReceipt,
     InstructionStatus,
+    SignedInstruction,
 )
 
 __all__ = [
@@ -20,4 +21,5 @@ __all__ = [
     "InstructionDirection",
     "InstructionReceipt",
     "InstructionStatus",
+    "SignedInstruction",
 ]

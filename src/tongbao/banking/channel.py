@@ -1,12 +1,18 @@
 """The bank channel adapter: what the platform needs from a bank, and nothing more.
 
 A real adapter speaks a bank's protocol (ISO 8583 / ISO 20022, PAY-14) over an
-encrypted, signed channel; :mod:`tongbao.banking.simulated` is the local
-implementation, a bank with its own book. The platform talks to banks only
-through :class:`BankChannel`, outside its own database transactions (a bank is
-never part of our transaction), and makes every call safe to repeat: an
-instruction carries the platform's id, and a bank that sees the same id
-twice answers with the first outcome instead of moving money again.
+encrypted channel; :mod:`tongbao.banking.simulated` is the local
+implementation, a bank with its own book. Every instruction goes out signed
+by the platform (:class:`SignedInstruction`, made by
+:mod:`tongbao.banking.signing`; SEC-12, PAY-6): the bank verifies the
+signature against the platform's registered public key, refuses anything
+that does not verify, and keeps the signature as proof of what was sent.
+
+The platform talks to banks only through :class:`BankChannel`, outside its
+own database transactions (a bank is never part of our transaction), and
+makes every call safe to repeat: an instruction carries the platform's id,
+and a bank that sees the same id twice answers with the first outcome
+instead of moving money again.
 """
 
 from __future__ import annotations
@@ -66,7 +72,26 @@ class Instruction:
     direction: InstructionDirection
     agreement_id: str
     amount: int
+    """Fen, always positive."""
     memo: str
+    bank_code: str
+    """The bank it is addressed to: a bank refuses an instruction meant for another."""
+
+
+@dataclass(frozen=True, slots=True)
+class SignedInstruction:
+    """An instruction as it travels: the fields, when the platform signed them, and
+    the signature over their canonical encoding
+    (:func:`tongbao.banking.signing.canonical_bytes`)."""
+
+    instruction: Instruction
+    signed_at: datetime
+    """UTC instant of signing, part of what is signed (evidence of when it was sent)."""
+    algorithm: str
+    """``ed25519``."""
+    key_id: str
+    """Which platform key signed: 16 hex digits of SHA-256 of the public key."""
+    signature: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +103,9 @@ class InstructionReceipt:
     """Why it was rejected or failed (bank's own words)."""
     settles_by: datetime | None = None
     settled_at: datetime | None = None
+    signature_rejected: bool = False
+    """Rejected because the signature did not verify (altered in transit, wrong or
+    unregistered key): nothing was booked and the bank kept no record of it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,9 +142,11 @@ class BankChannel(Protocol):
         """PAY-2: whether the agreement is signed, not expired and not cancelled."""
         ...
 
-    def submit(self, instruction: Instruction) -> InstructionReceipt:
-        """Send an instruction. A debit is settled or rejected at once; a credit is
-        accepted (settles later) or rejected. Same id again: the first outcome."""
+    def submit(self, signed: SignedInstruction) -> InstructionReceipt:
+        """Send a signed instruction. One whose signature does not verify is
+        rejected (``signature_rejected``) and nothing moves. Otherwise a debit is
+        settled or rejected at once; a credit is accepted (settles later) or
+        rejected. Same id again: the first outcome."""
         ...
 
     def status(self, instruction_id: str) -> InstructionReceipt | None:

@@ -15,6 +15,18 @@ How it behaves:
   runs. If the card was frozen or closed meanwhile the credit *fails* and the
   earmarked amount goes back to the reserve.
 * An instruction id seen before gets the stored outcome; nothing moves twice.
+* Every instruction must carry the institution's signature (SEC-12, PAY-6):
+  the institution registers its public key with the bank when the channel is
+  set up (:meth:`SimulatedBank.register_platform_key`; the platform does it
+  at start), and an instruction whose signature does not verify with a
+  registered key (altered in transit, signed by another key; the receipt
+  says ``signature_rejected``) or that is addressed to another bank is
+  rejected before anything else, without a row in the book: its id stays
+  free for the genuine instruction.
+  Accepted and refused instructions are kept with their signed fields and
+  signature (non-repudiation: :meth:`SimulatedBank.signed_instruction`). A
+  repeated id whose signature does not verify still gets the stored outcome
+  (the bank's answer to the genuine instruction) and changes nothing.
 * Statement lines are written when money settles, dated with the Asia/Shanghai
   business date of settlement. With ``disagree_rate`` > 0 some lines are
   deliberately wrong (see :class:`Distortion`), decided by a hash of
@@ -42,6 +54,7 @@ On SQLite ``FOR UPDATE`` compiles to nothing and writers are serialised by
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import secrets
 from collections.abc import Iterable
@@ -55,6 +68,7 @@ from sqlalchemy import Connection, RowMapping, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from tongbao import errors
+from tongbao.banking import signing
 from tongbao.banking import tables as t
 from tongbao.banking.channel import (
     BankChannel,
@@ -65,6 +79,7 @@ from tongbao.banking.channel import (
     InstructionDirection,
     InstructionReceipt,
     InstructionStatus,
+    SignedInstruction,
 )
 from tongbao.clock import Clock, business_date
 from tongbao.ids import new_id
@@ -77,6 +92,7 @@ _acc = t.simbank_accounts
 _agr = t.simbank_agreements
 _ins = t.simbank_instructions
 _lines = t.simbank_statement_lines
+_keys = t.simbank_platform_keys
 
 _CARD = "card"
 _RESERVE = "reserve"
@@ -111,6 +127,9 @@ class Reason(StrEnum):
     AGREEMENT_CANCELLED = "agreement cancelled"
     INSUFFICIENT_FUNDS = "insufficient funds"
     INSUFFICIENT_RESERVE = "insufficient reserve"
+    SIGNATURE_INVALID = "signature invalid"
+    KEY_NOT_REGISTERED = "signature invalid: signing key not registered"
+    WRONG_BANK = "instruction addressed to another bank"
 
 
 class Distortion(StrEnum):
@@ -175,6 +194,7 @@ class SimulatedBank:
         self.disagree_rate = disagree_rate
         self.seed = seed
         self.reserve_number = reserve_number
+        self._platform_keys: dict[str, bytes] = {}  # key id -> public key, once read
 
     @property
     def bank_code(self) -> str:
@@ -222,6 +242,81 @@ class SimulatedBank:
             if not is_unique_violation(exc):
                 raise
             raise errors.CardAlreadyExists(f"card {_mask(card_number)} already exists") from exc
+
+    def register_platform_key(self, public_key: bytes, *, algorithm: str = signing.ED25519) -> str:
+        """Register the institution's public key for instruction signatures (done
+        out of band at a real bank, when the channel is set up); returns its key
+        id. Registering the same key again changes nothing."""
+        signing.require_signature_algorithm(algorithm)
+        if len(public_key) != signing.PUBLIC_KEY_BYTES:
+            raise errors.ValidationFailed(
+                f"an {algorithm} public key has {signing.PUBLIC_KEY_BYTES} bytes, "
+                f"not {len(public_key)}"
+            )
+        key_id = signing.key_id(public_key)
+        now = self.clock.now()
+
+        def fn(conn: Connection) -> None:
+            found = conn.execute(select(_keys.c.institution).where(_keys.c.key_id == key_id))
+            held_by = found.scalar_one_or_none()
+            if held_by is None:
+                conn.execute(
+                    insert(_keys),
+                    {
+                        "key_id": key_id,
+                        "institution": self.institution,
+                        "algorithm": algorithm,
+                        "public_key": public_key.hex(),
+                        "registered_at": now,
+                    },
+                )
+            elif held_by != self.institution:
+                raise errors.ValidationFailed(f"key {key_id} is registered to another institution")
+
+        for attempt in (1, 2):
+            try:
+                self.db.run(fn, what="simbank_register_key")
+                break
+            except IntegrityError as exc:  # registered concurrently: look again
+                if not is_unique_violation(exc) or attempt == 2:
+                    raise
+        return key_id
+
+    def platform_key(self, key_id: str) -> bytes | None:
+        """The institution's registered public key with ``key_id``, if any."""
+        found = self._platform_keys.get(key_id)
+        if found is None:
+            query = select(_keys.c.public_key).where(
+                _keys.c.key_id == key_id, _keys.c.institution == self.institution
+            )
+            text = self.db.read(lambda conn: conn.execute(query).scalar_one_or_none())
+            if text is None:
+                return None
+            found = self._platform_keys.setdefault(key_id, bytes.fromhex(text))
+        return found
+
+    def signed_instruction(self, instruction_id: str) -> SignedInstruction | None:
+        """The instruction as received and stored, with its signature (non-repudiation:
+        :func:`tongbao.banking.signing.verify` with the registered key proves who sent
+        it); ``None`` if the bank holds no signed instruction with that id."""
+        query = select(_ins).where(_ins.c.id == instruction_id)
+        row = self.db.read(lambda conn: conn.execute(query).mappings().first())
+        if row is None or row["signature"] is None:
+            return None
+        return SignedInstruction(
+            Instruction(
+                row["id"],
+                InstructionDirection(row["direction"]),
+                row["agreement_id"],
+                int(row["amount"]),
+                row["memo"] or "",
+                row["bank_code"] or "",
+            ),
+            signed_at=row["signed_at"],
+            algorithm=row["signature_algorithm"],
+            key_id=row["key_id"],
+            signature=base64.b64decode(row["signature"]),
+        )
 
     def card_balance(self, card_number: str) -> int:
         row = self.db.read(lambda conn: self._card(conn, card_number))
@@ -397,13 +492,15 @@ class SimulatedBank:
             and not _expired(row["expires_on"], today)
         )
 
-    def submit(self, instruction: Instruction) -> InstructionReceipt:
-        """Receive an instruction; a repeated id gets the stored outcome."""
+    def submit(self, signed: SignedInstruction) -> InstructionReceipt:
+        """Receive a signed instruction; a repeated id gets the stored outcome."""
+        instruction = signed.instruction
         _check_amount(instruction.amount, allow_zero=False)
+        refusal = self._signature_refusal(signed)
         for attempt in range(1, _SUBMIT_ATTEMPTS + 1):
             try:
                 return self.db.run(
-                    lambda conn: self._submit(conn, instruction), what="simbank_submit"
+                    lambda conn: self._submit(conn, signed, refusal), what="simbank_submit"
                 )
             except IntegrityError as exc:
                 if not is_unique_violation(exc):
@@ -502,12 +599,45 @@ class SimulatedBank:
                 },
             )
 
-    def _submit(self, conn: Connection, instruction: Instruction) -> InstructionReceipt:
+    def _signature_refusal(self, signed: SignedInstruction) -> Reason | None:
+        """Why ``signed`` is not a genuine instruction of the institution to this bank."""
+        public_key = self.platform_key(signed.key_id)
+        if public_key is None:
+            return Reason.KEY_NOT_REGISTERED
+        if not signing.verify(public_key, signed):
+            return Reason.SIGNATURE_INVALID
+        if signed.instruction.bank_code != self.bank_code:
+            return Reason.WRONG_BANK
+        return None
+
+    def _submit(
+        self, conn: Connection, signed: SignedInstruction, refusal: Reason | None
+    ) -> InstructionReceipt:
+        instruction = signed.instruction
         now = self.clock.now()
         stored = conn.execute(select(_ins).where(_ins.c.id == instruction.id)).mappings().first()
         if stored is not None:
-            _warn_if_different(stored, instruction)
+            if refusal is None:
+                _warn_if_different(stored, instruction)
+            else:
+                log.warning(
+                    "simbank_unverified_repeat", instruction_id=instruction.id, reason=refusal
+                )
             return _receipt(stored)
+        if refusal is not None:
+            log.warning(
+                "simbank_instruction_refused",
+                instruction_id=instruction.id,
+                key_id=signed.key_id,
+                reason=refusal.value,
+            )
+            return InstructionReceipt(
+                instruction_id=instruction.id,
+                status=InstructionStatus.REJECTED,
+                bank_reference=None,
+                reason=refusal.value,
+                signature_rejected=refusal is not Reason.WRONG_BANK,
+            )
 
         agreement = (
             conn.execute(
@@ -560,6 +690,12 @@ class SimulatedBank:
                 "received_at": now,
                 "settle_after": settle_after,
                 "settled_at": settled_at,
+                "memo": instruction.memo,
+                "bank_code": instruction.bank_code,
+                "signed_at": signed.signed_at,
+                "signature_algorithm": signed.algorithm,
+                "key_id": signed.key_id,
+                "signature": signing.signature_text(signed.signature),
             },
         )
         if status is InstructionStatus.SETTLED:

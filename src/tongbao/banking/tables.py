@@ -51,7 +51,26 @@ simbank_instructions = Table(
     Column("received_at", UtcDateTime, nullable=False),
     Column("settle_after", UtcDateTime),
     Column("settled_at", UtcDateTime),
+    # SEC-12 non-repudiation: what the platform signed, and its signature, as received.
+    # Empty on instructions received before signing began (revision 0011).
+    Column("memo", String(140)),
+    Column("bank_code", String(20)),
+    Column("signed_at", UtcDateTime),
+    Column("signature_algorithm", String(10)),
+    Column("key_id", String(16)),
+    Column("signature", String(100)),  # base64
     Index("ix_simbank_instructions_status_settle_after", "status", "settle_after"),
+)
+
+simbank_platform_keys = Table(
+    "simbank_platform_keys",
+    metadata,
+    # Public keys institutions registered with the bank to sign their instructions.
+    Column("key_id", String(16), primary_key=True),
+    Column("institution", String(40), nullable=False),
+    Column("algorithm", String(10), nullable=False),
+    Column("public_key", String(64), nullable=False),  # hex of the raw key
+    Column("registered_at", UtcDateTime, nullable=False),
 )
 
 simbank_statement_lines = Table(

@@ -169,6 +169,12 @@ FAILURES = {
             "Check the card's status and balance with your bank, then try again.",
         ),
         FailureReason(
+            "bank_signature_rejected",
+            "The bank could not verify the platform's signature on the instruction "
+            "(SEC-12); nothing was charged.",
+            "Try again later; if it happens again, contact customer service.",
+        ),
+        FailureReason(
             "bank_failed",
             "The bank could not complete the transfer to the card.",
             "The money is back in your wallet; check the card and try again.",

@@ -38,6 +38,7 @@ from sqlalchemy import Connection, RowMapping, Select, func, insert, select, upd
 from tongbao import errors
 from tongbao.auth import Principal
 from tongbao.banking import BankChannel, Instruction, InstructionDirection, InstructionStatus
+from tongbao.banking.signing import InstructionSigner
 from tongbao.calendar import BusinessCalendar
 from tongbao.clock import SHANGHAI, Clock, business_date
 from tongbao.config import FeeBearer, Settings
@@ -170,6 +171,7 @@ class Payments:
         notifications: Notifications,
         calendar: BusinessCalendar,
         banks: Mapping[str, BankChannel],
+        signer: InstructionSigner,
     ) -> None:
         self.db = db
         self.settings = settings
@@ -179,6 +181,8 @@ class Payments:
         self.notifications = notifications
         self.calendar = calendar
         self.banks = banks
+        self.signer = signer
+        """SEC-12/PAY-6: signs every bank instruction (only on the bank path)."""
 
     # ------------------------------------------------------------------ create
 
@@ -690,24 +694,23 @@ class Payments:
                 lambda conn: self._usable_hold(conn, order)
             ):
                 return self.db.run(lambda conn: self._give_up(conn, payment_id, "hold_expired"))
-            receipt = bank.submit(
-                Instruction(
-                    order.id,
-                    direction,
-                    card.agreement_id,
-                    amount,
-                    memo=f"{order.kind} {order.serial_no}",
-                )
+            instruction = Instruction(
+                order.id,
+                direction,
+                card.agreement_id,
+                amount,
+                memo=f"{order.kind} {order.serial_no}",
+                bank_code=card.bank_code,
             )
+            receipt = bank.submit(self.signer.sign(instruction, self.clock.now()))
 
         def record(conn: Connection) -> PaymentOrder:
             change = self._load(conn, payment_id)
             if not self.needs_bank(change.order):
                 return change.order
             if receipt.status is InstructionStatus.REJECTED:
-                self._fail(
-                    conn, change, "bank_rejected", f"bank:{card.bank_code}", detail=receipt.reason
-                )
+                code = "bank_signature_rejected" if receipt.signature_rejected else "bank_rejected"
+                self._fail(conn, change, code, f"bank:{card.bank_code}", detail=receipt.reason)
             elif order.kind is PaymentKind.TOPUP:
                 if receipt.status is InstructionStatus.SETTLED:
                     self._book_topup(conn, change, receipt.bank_reference)
