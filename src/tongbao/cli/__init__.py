@@ -616,11 +616,13 @@ def calendar_years() -> None:
 
 # Sub-apps in modules of their own import the helpers above, so they come last.
 from tongbao.cli.audit import audit_app  # noqa: E402
+from tongbao.cli.bank import bank_app  # noqa: E402
 from tongbao.cli.keys import keys_app  # noqa: E402
 from tongbao.cli.retention import retention_app  # noqa: E402
 
 app.add_typer(retention_app, name="retention")
 app.add_typer(audit_app, name="audit")
+app.add_typer(bank_app, name="bank")
 app.add_typer(keys_app, name="keys")
 from tongbao.cli.staff import staff_app  # noqa: E402
 
