@@ -1,7 +1,7 @@
 """Signed bank instructions at the simulated bank (SEC-12, PAY-6): the platform
 keys it verifies with, and each instruction's signed fields and signature.
 
-Revision ID: 0011
+Revision ID: 0010
 Revises: 0009
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0011"
+revision = "0010"
 down_revision = "0009"
 branch_labels = None
 depends_on = None
