@@ -52,7 +52,7 @@ simbank_instructions = Table(
     Column("settle_after", UtcDateTime),
     Column("settled_at", UtcDateTime),
     # SEC-12 non-repudiation: what the platform signed, and its signature, as received.
-    # Empty on instructions received before signing began (revision 0011).
+    # Empty on instructions received before signing began (revision 0010).
     Column("memo", String(140)),
     Column("bank_code", String(20)),
     Column("signed_at", UtcDateTime),
