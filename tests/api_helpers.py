@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import structlog
 from fastapi.testclient import TestClient
 from sqlalchemy import Connection, func, make_url, select
@@ -228,3 +229,18 @@ def captured_logs(level: str) -> Iterator[io.StringIO]:
         root.handlers[:] = handlers
         root.setLevel(old_level)
         structlog.configure(**config)
+
+
+@pytest.fixture(scope="module")
+def seeded_template(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return seed_template(sqlite_template, tmp_path_factory.mktemp("seeded"))
+
+
+@pytest.fixture
+def database_url(database_url: str, backend: str, request: pytest.FixtureRequest) -> str:
+    """The test database; on SQLite it already holds the demo data (seeded once
+    per module and copied, which is much faster than seeding every test).
+    Import it (and ``seeded_template``) into a test module to use it there."""
+    if backend == "sqlite":
+        use_template(database_url, request.getfixturevalue("seeded_template"))
+    return database_url

@@ -9,7 +9,6 @@ import json
 import re
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import fastapi.routing
@@ -35,14 +34,14 @@ from .api_helpers import (
     bearer,
     bind_body,
     captured_logs,
+    database_url,  # noqa: F401 - the fixture, on SQLite with the demo data
     deliver,
     latest_code,
     new_customer,
     new_key,
     open_bank_card,
     row_counts,
-    seed_template,
-    use_template,
+    seeded_template,  # noqa: F401
 )
 from .staff_helpers import staff_session
 
@@ -52,20 +51,6 @@ from .staff_helpers import staff_session
 sqlite_only = pytest.mark.parametrize("backend", ["sqlite"])
 
 # --- fixtures -------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def seeded_template(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return seed_template(sqlite_template, tmp_path_factory.mktemp("seeded"))
-
-
-@pytest.fixture
-def database_url(database_url: str, backend: str, request: pytest.FixtureRequest) -> str:
-    """The test database; on SQLite it already holds the demo data (seeded once
-    per module and copied, which is much faster than seeding every test)."""
-    if backend == "sqlite":
-        use_template(database_url, request.getfixturevalue("seeded_template"))
-    return database_url
 
 
 @pytest.fixture

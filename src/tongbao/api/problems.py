@@ -43,7 +43,62 @@ def error_response(exc: errors.TongbaoError) -> Response:
     return problem_response(exc.status, exc.code, exc.title, exc.detail, **exc.extra)
 
 
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "type": "object",
+    "description": "RFC 9457 problem details; `code` is the stable part (tongbao.errors).",
+    "required": ["type", "title", "status", "detail", "code"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "code": {"type": "string"},
+        "request_id": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"field": {"type": "string"}, "problem": {"type": "string"}},
+            },
+        },
+    },
+}
+_PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+
+
+def document(openapi: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI document as the API really answers: every refusal (FastAPI
+    would document only a 422 ``HTTPValidationError`` in ``application/json``)
+    is an ``application/problem+json`` Problem (SEC-10: the dynamic scan checks
+    responses against this document)."""
+    refused = {
+        "description": "Refused: an RFC 9457 problem with a stable `code`",
+        "content": {PROBLEM: {"schema": _PROBLEM_REF}},
+    }
+    for item in openapi.get("paths", {}).values():
+        for operation in item.values():
+            responses = operation.setdefault("responses", {})
+            for status in [s for s in responses if s[:1] in {"4", "5"}]:
+                responses[status] = {**refused, "description": responses[status]["description"]}
+            responses["default"] = refused
+    schemas = openapi.setdefault("components", {}).setdefault("schemas", {})
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
+    schemas["Problem"] = PROBLEM_SCHEMA
+    return openapi
+
+
 def install(app: FastAPI) -> None:
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document(generate())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
     @app.exception_handler(errors.TongbaoError)
     async def _domain(_: Request, exc: errors.TongbaoError) -> Response:
         log.info("request_refused", code=exc.code, status=exc.status)
