@@ -209,6 +209,17 @@ class Settings(BaseSettings):
     privacy_policy_version: str = "2026-01"
     """DATA-1: the privacy policy version customers consent to now."""
 
+    # --- vulnerability management (SEC-10) ------------------------------------------------
+    vuln_fix_hours: Annotated[int, Field(ge=1, le=24 * 90)] = 24
+    """SEC-10: hours to fix a vulnerability after it is found (its deadline)."""
+    pentest_interval_days: Annotated[int, Field(ge=1, le=366)] = 92
+    """SEC-10: a penetration test at least this often (quarterly); the
+    vulnerability report flags an older last test."""
+    vuln_db_path: Path | None = None
+    """SEC-10: the local OSV vulnerability database for ``security deps-check``:
+    osv.dev's ``PyPI/all.zip`` export, or a directory of OSV JSON records.
+    Without it (or ``--db``) the check refuses."""
+
     # --- HTTP hardening (SEC-2, SEC-11) ----------------------------------------------------
     tls_certfile: Path | None = None
     """PEM certificate (chain) for HTTPS; with ``tls_keyfile`` ``serve`` speaks only HTTPS."""

@@ -113,6 +113,13 @@ InstructionSignatureUnsupported = _error(
 )
 InstructionNotFound = _error("instruction_not_found", 404, "The bank holds no such instruction")
 
+# --- vulnerability management (SEC-10) --------------------------------------------
+VulnerabilityDbUnavailable = _error(
+    "vulnerability_db_unavailable", 503, "No vulnerability database could be consulted"
+)
+LockFileInvalid = _error("lock_file_invalid", 422, "The dependency lock file cannot be read")
+VulnerabilityNotFound = _error("vulnerability_not_found", 404, "No such vulnerability")
+
 # --- staff, roles, dual control (SEC-4 … SEC-8, SEC-13) ----------------------------
 InvalidCredentials = _error("invalid_credentials", 401, "Username, password or code is wrong")
 LoginLocked = _error("login_locked", 423, "The login is locked after repeated failures")

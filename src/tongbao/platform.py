@@ -43,6 +43,7 @@ from tongbao.retention import RecordClass, Retention
 from tongbao.security import KeyRing
 from tongbao.security.geoip import ip_locator
 from tongbao.security.masking import redact_text
+from tongbao.security.register import VulnerabilityRegister
 from tongbao.storage import Database
 from tongbao.storage.migrate import current_revision, head_revision
 
@@ -135,6 +136,7 @@ class Platform:
             signer=self.instruction_signer,
         )
         self.audit_sampling = AuditSampling(self.clock, settings, self.audit, self.payments)
+        self.vulnerabilities = VulnerabilityRegister(self.clock, settings, self.audit)
 
         self.retention = self._retention()
 

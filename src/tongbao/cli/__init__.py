@@ -619,11 +619,13 @@ from tongbao.cli.audit import audit_app  # noqa: E402
 from tongbao.cli.bank import bank_app  # noqa: E402
 from tongbao.cli.keys import keys_app  # noqa: E402
 from tongbao.cli.retention import retention_app  # noqa: E402
+from tongbao.cli.security import security_app  # noqa: E402
 
 app.add_typer(retention_app, name="retention")
 app.add_typer(audit_app, name="audit")
 app.add_typer(bank_app, name="bank")
 app.add_typer(keys_app, name="keys")
+app.add_typer(security_app, name="security")
 from tongbao.cli.staff import staff_app  # noqa: E402
 
 app.add_typer(staff_app, name="staff")

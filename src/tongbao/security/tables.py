@@ -1,4 +1,5 @@
-"""The key ring. Only :mod:`tongbao.security` reads or writes these tables.
+"""The key ring, the vulnerability register and the penetration tests (SEC-10).
+Only :mod:`tongbao.security` reads or writes these tables.
 
 No table holds a usable key: the ring's root secret and every key version
 (key-encryption key, KEK) are wrapped by the master key, which lives outside
@@ -11,12 +12,15 @@ from __future__ import annotations
 from sqlalchemy import (
     CheckConstraint,
     Column,
+    Date,
+    ForeignKey,
     Index,
     Integer,
     LargeBinary,
     SmallInteger,
     String,
     Table,
+    Text,
 )
 
 from tongbao.storage.metadata import metadata
@@ -60,4 +64,45 @@ data_keys = Table(
     Column("shredded_at", UtcDateTime),
     Index("ix_data_keys_subject", "subject", "dek_id"),
     Index("ix_data_keys_kek_version", "kek_version", "subject"),
+)
+
+# --- vulnerability register and penetration tests (SEC-10) --------------------------
+
+pentests = Table(
+    "pentests",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tested_on", Date, nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("tester", String(200), nullable=False),
+    Column("summary", Text),
+    Column("recorded_by", String(80), nullable=False),
+    Column("recorded_at", UtcDateTime, nullable=False),
+    Index("ix_pentests_tested_on", "tested_on"),
+)
+
+vulnerabilities = Table(
+    "vulnerabilities",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("source", String(12), nullable=False),  # deps-check | pentest | staff
+    Column("title", Text, nullable=False),
+    Column("severity", String(10), nullable=False),
+    Column("package", String(200)),
+    Column("version", String(100)),
+    Column("advisory_id", String(100)),
+    Column("fixed_in", String(100)),
+    # deps-check findings: advisory + package + version, registered once.
+    Column("fingerprint", String(400), unique=True),
+    Column("detail", Text),
+    Column("pentest_id", String(40), ForeignKey("pentests.id")),
+    Column("reported_by", String(80), nullable=False),
+    Column("found_at", UtcDateTime, nullable=False),
+    Column("deadline", UtcDateTime, nullable=False),
+    Column("status", String(16), nullable=False),  # open | fixed | accepted-risk
+    Column("closed_by", String(80)),
+    Column("closed_at", UtcDateTime),
+    Column("resolution", Text),
+    # The report looks for open ones past their deadline.
+    Index("ix_vulnerabilities_status_deadline", "status", "deadline"),
 )
