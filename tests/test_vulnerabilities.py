@@ -408,6 +408,16 @@ def test_registering_a_check_is_idempotent_and_upgrades_close_findings(
     assert closed.status is VulnStatus.FIXED and closed.closed_by == "cli:ops"
     assert closed.resolution and "no longer found" in closed.resolution
 
+    elsewhere = check(  # another lock file, without pyyaml: its finding stays open
+        (LockedPackage("jinja2", "3.1.2"),), source_for(osv_dir(tmp_path))
+    )
+    assert run(elsewhere).fixed == ()
+    assert {v.package for v in platform.db.read(lambda c: register.search(c, VulnStatus.OPEN))} == {
+        "jinja2",
+        "pyyaml",
+        "zope-interface",
+    }
+
     downgraded = run(_check(tmp_path, "2.30.0"))
     assert [v.id for v in downgraded.registered] == [req.id]
     reopened = platform.db.read(lambda conn: register.get(conn, req.id))
@@ -420,7 +430,7 @@ def test_registering_a_check_is_idempotent_and_upgrades_close_findings(
             lambda conn: platform.audit.search(conn, AuditQuery(actor="cli:ops"), limit=50)
         ).items
     ]
-    assert actions.count("security.deps_check") == 4
+    assert actions.count("security.deps_check") == 5
     assert actions.count("security.vuln.register") == 4
     assert actions.count("security.vuln.fix") == 1 and actions.count("security.vuln.reopen") == 1
     assert platform.audit.verify(platform.db).ok

@@ -140,4 +140,5 @@ def check(packages: tuple[LockedPackage, ...], source: AdvisorySource) -> CheckR
         advisories=len(advisories),
         packages=len(packages),
         findings=tuple(match(packages, advisories)),
+        names=frozenset(p.name for p in packages),
     )

@@ -5,9 +5,10 @@ or entered by staff — is registered with a fix deadline of
 ``vuln_fix_hours`` (24) after it was found, then fixed, or accepted as a risk
 with a reason by somebody other than who reported it. Registering a
 dependency check is idempotent: a finding (advisory + package + version) is
-registered once, and an open one the check no longer finds (the package was
-upgraded) is marked fixed. The report lists the overdue ones and flags a last
-penetration test older than ``pentest_interval_days``.
+registered once, and an open one the check no longer finds in a package it
+checked (the package was upgraded) is marked fixed. The report lists the
+overdue ones and flags a last penetration test older than
+``pentest_interval_days``.
 
 Every change is recorded in the audit log in the same transaction.
 """
@@ -102,7 +103,9 @@ class VulnerabilityRegister:
 
     def register_check(self, conn: Connection, actor: str, result: CheckResult) -> CheckRegistered:
         """Register the findings of a dependency check that really consulted a
-        database; mark fixed the open ones it no longer finds."""
+        database; mark fixed the open ones it no longer finds in a package it
+        checked (upgraded). A finding in a package the check did not look at
+        (a removed dependency, or another lock file) stays open for staff to close."""
         current = {f.fingerprint: f for f in result.findings}
         rows = conn.execute(
             select(_v).where(_v.c.source == VulnSource.DEPS_CHECK.value).with_for_update()
@@ -118,7 +121,9 @@ class VulnerabilityRegister:
         gone = [
             v
             for fingerprint, v in sorted(existing.items())
-            if fingerprint not in current and v.status is VulnStatus.OPEN
+            if fingerprint not in current
+            and v.status is VulnStatus.OPEN
+            and v.package in result.names
         ]
         note = f"no longer found by the dependency check against {result.source}"
         fixed = [self._close(conn, actor, v, VulnStatus.FIXED, note, automatic=True) for v in gone]

@@ -310,6 +310,8 @@ class CheckResult:
     """PyPI advisories read from it."""
     packages: int
     findings: tuple[Finding, ...]
+    names: frozenset[str] = frozenset()
+    """The (normalised) names of the packages checked."""
 
 
 # --- the register ------------------------------------------------------------------------
