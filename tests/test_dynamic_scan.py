@@ -35,7 +35,12 @@ EXAMPLES = 8
 """Examples per operation and generation mode (positive, negative)."""
 
 # Staff whose roles together reach every staff route without breaking SEC-5.
-STAFF_ROLES = (["operator", "compliance_officer", "customer_service"], ["auditor"], ["reviewer"])
+STAFF_ROLES = (
+    ["administrator", "compliance_officer", "customer_service"],
+    ["operator"],
+    ["reviewer"],
+    ["auditor"],
+)
 
 
 @schemathesis.check

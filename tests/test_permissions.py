@@ -77,10 +77,12 @@ def test_the_administrator_is_not_all_powerful() -> None:
 
 
 def test_the_auditor_reads_the_audit_log_and_does_nothing_operational() -> None:
-    """SEC-5: the auditor is independent; AUD-2 reading is theirs alone."""
+    """SEC-5: the auditor is independent; AUD-2 reading is theirs alone. SEC-10:
+    they read the vulnerability register, and change nothing in it."""
     assert permissions_for({"auditor"}) == {
         "audit.read", "audit.export", "audit.verify", "staff.review", "reports.view",
         "audit.sample.draw", "audit.sample.review", "audit.sample.read", "audit.sample.report",
+        "vulns.view",
     }  # fmt: skip
     assert roles_with("audit.read") == [Role.AUDITOR]
     for role in Role:

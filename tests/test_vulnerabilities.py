@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import zipfile
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -530,3 +530,61 @@ def test_the_report_flags_a_pentest_older_than_a_quarter(
         today + timedelta(days=93),
         today,
     ]
+
+
+# --- the HTTP API ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_staff_keep_the_register_over_http(platform: Platform, clock: ManualClock) -> None:
+    """SEC-10 over /v1/admin: the administrator registers and fixes, the
+    compliance officer accepts a risk (SEC-4 permissions), the auditor reads
+    the report; refusals are problems."""
+    from fastapi.testclient import TestClient  # noqa: PLC0415
+
+    from tongbao.api.app import create_app  # noqa: PLC0415
+
+    from .api_helpers import Api, assert_problem  # noqa: PLC0415
+    from .staff_helpers import staff_session  # noqa: PLC0415
+
+    client = TestClient(create_app(platform))
+    admin, compliance, auditor = (
+        Api(client, staff_session(platform, [role]))
+        for role in ("administrator", "compliance_officer", "auditor")
+    )
+    body = {"title": "Session fixation on login", "severity": "high"}
+    created = admin.ok(admin.post("/v1/admin/vulnerabilities", body), 201)
+    assert created["status"] == "open" and created["source"] == "staff"
+    deadline = datetime.fromisoformat(created["deadline"].replace("Z", "+00:00"))
+    assert deadline == clock.now() + timedelta(hours=24)
+    assert_problem(admin.post("/v1/admin/vulnerabilities", body, key=None), 400,
+                   "idempotency_key_missing")  # fmt: skip
+    assert_problem(
+        admin.post("/v1/admin/vulnerabilities", {**body, "severity": "dire"}), 422,
+        "validation_failed",
+    )  # fmt: skip
+    assert_problem(auditor.post("/v1/admin/vulnerabilities", body), 403, "permission_denied")
+
+    path = f"/v1/admin/vulnerabilities/{created['id']}"
+    assert_problem(admin.post(path + "/accept", {"reason": "x"}), 403, "permission_denied")
+    accepted = compliance.ok(compliance.post(path + "/accept", {"reason": "legacy terminal"}))
+    assert accepted["status"] == "accepted-risk"
+    assert_problem(admin.post(path + "/fix", {"note": "late"}), 409, "invalid_transition")
+
+    pentest = admin.ok(
+        admin.post("/v1/admin/pentests", {
+            "tested_on": "2026-11-20", "scope": "public API", "tester": "Example Security Ltd",
+            "findings": [{"title": "Verbose errors", "severity": "low"}],
+        }),
+        201,
+    )  # fmt: skip
+    assert pentest["findings"] == 1
+    clock.advance(timedelta(hours=25))
+    auditor = Api(client, staff_session(platform, ["auditor"]))  # the old session timed out
+    report = auditor.ok(auditor.get("/v1/admin/vulnerabilities/report"))
+    assert report["ok"] is False and len(report["overdue"]) == 1
+    assert report["last_pentest"]["id"] == pentest["id"] and report["pentest_overdue"] is False
+    assert [v["id"] for v in report["accepted"]] == [created["id"]]
+    listed = auditor.ok(auditor.get("/v1/admin/vulnerabilities", status="open"))["data"]
+    assert [v["overdue"] for v in listed] == [True]
+    assert auditor.ok(auditor.get("/v1/admin/pentests"))["data"][0]["id"] == pentest["id"]

@@ -46,6 +46,7 @@ from tongbao.api.routes import (
     health,
     notifications,
     payments,
+    security,
     staff,
 )
 from tongbao.platform import Platform
@@ -105,6 +106,7 @@ def create_app(
         notifications,
         staff,
         admin,
+        security,
         audit,
         audit_samples,
         health,

@@ -125,6 +125,9 @@ CATALOGUE: dict[str, Permission] = {
         _p("complaints.handle", "handle customer complaints", CONF, R, M),
         _p("reports.view", "operational reports", INT, R),
         _p("keys.manage", "rotate, re-encrypt and shred encryption keys", SECRET, M, D),
+        _p("vulns.view", "the vulnerability register, pentests, their report (SEC-10)", INT, R),
+        _p("vulns.manage", "register vulnerabilities and pentests, mark fixes (SEC-10)", INT, M),
+        _p("vulns.accept_risk", "accept a vulnerability's risk instead of a fix (SEC-10)", INT, M),
     )
 }
 
@@ -167,6 +170,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {
             "audit.sample.read",
             "audit.sample.rectify",
             "audit.sample.report",
+            "vulns.view",
+            "vulns.accept_risk",
         }
     ),
     Role.AUDITOR: frozenset(
@@ -180,6 +185,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {
             "audit.sample.report",
             "staff.review",
             "reports.view",
+            "vulns.view",
         }
     ),
     Role.CUSTOMER_SERVICE: frozenset({"customers.read_masked", "complaints.handle"}),
@@ -193,6 +199,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {
             "config.change.request",
             "config.change.approve",
             "keys.manage",
+            "vulns.view",
+            "vulns.manage",
         }
     ),
 }
