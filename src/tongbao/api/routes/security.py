@@ -19,8 +19,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from sqlalchemy import Connection
 
-from tongbao.api.deps import MutationDep, PlatformDep, require_permission
-from tongbao.api.routes.admin import _audited_run
+from tongbao.api.deps import MutationDep, PlatformDep, audited_run, require_permission
 from tongbao.auth import Principal
 from tongbao.security.register import NewFinding
 from tongbao.security.vulnerabilities import (
@@ -134,7 +133,7 @@ def _pentest(p: Pentest) -> PentestOut:
 @router.get(
     "/vulnerabilities", response_model=VulnerabilityList, summary="The vulnerability register"
 )
-def list_vulnerabilities(
+async def list_vulnerabilities(
     platform: PlatformDep,
     staff: Viewer,
     status: Annotated[VulnStatus | None, Query()] = None,
@@ -149,7 +148,7 @@ def list_vulnerabilities(
     response_model=VulnReportOut,
     summary="Overdue vulnerabilities and the pentest interval (SEC-10)",
 )
-def vulnerability_report(platform: PlatformDep, staff: Viewer) -> VulnReportOut:
+async def vulnerability_report(platform: PlatformDep, staff: Viewer) -> VulnReportOut:
     report = platform.db.read(platform.vulnerabilities.report)
     now = report.at
     return VulnReportOut(
@@ -172,14 +171,14 @@ def vulnerability_report(platform: PlatformDep, staff: Viewer) -> VulnReportOut:
     status_code=201,
     summary="Register a vulnerability found by staff",
 )
-def add_vulnerability(
+async def add_vulnerability(
     body: FindingIn, platform: PlatformDep, staff: Manager, mutation: MutationDep
 ) -> Response:
     def operation(conn: Connection) -> tuple[int, BaseModel]:
         vuln = platform.vulnerabilities.add(conn, staff.actor, body.finding())
         return 201, _vuln(vuln, platform.clock.now())
 
-    return _audited_run(mutation, "security.vuln.register", "vulnerability_register", operation)
+    return audited_run(mutation, "security.vuln.register", "vulnerability_register", operation)
 
 
 @router.post(
@@ -187,14 +186,14 @@ def add_vulnerability(
     response_model=VulnerabilityOut,
     summary="Mark a vulnerability fixed",
 )
-def fix_vulnerability(
+async def fix_vulnerability(
     vuln_id: str, body: NoteIn, platform: PlatformDep, staff: Manager, mutation: MutationDep
 ) -> Response:
     def operation(conn: Connection) -> tuple[int, BaseModel]:
         vuln = platform.vulnerabilities.fix(conn, staff.actor, vuln_id, body.note)
         return 200, _vuln(vuln, platform.clock.now())
 
-    return _audited_run(mutation, "security.vuln.fix", f"vulnerability:{vuln_id}", operation)
+    return audited_run(mutation, "security.vuln.fix", f"vulnerability:{vuln_id}", operation)
 
 
 @router.post(
@@ -202,18 +201,18 @@ def fix_vulnerability(
     response_model=VulnerabilityOut,
     summary="Accept the risk of a vulnerability (not the reporter)",
 )
-def accept_vulnerability(
+async def accept_vulnerability(
     vuln_id: str, body: ReasonIn, platform: PlatformDep, staff: RiskOwner, mutation: MutationDep
 ) -> Response:
     def operation(conn: Connection) -> tuple[int, BaseModel]:
         vuln = platform.vulnerabilities.accept(conn, staff.actor, vuln_id, body.reason)
         return 200, _vuln(vuln, platform.clock.now())
 
-    return _audited_run(mutation, "security.vuln.accept", f"vulnerability:{vuln_id}", operation)
+    return audited_run(mutation, "security.vuln.accept", f"vulnerability:{vuln_id}", operation)
 
 
 @router.get("/pentests", response_model=PentestList, summary="Penetration tests, newest first")
-def list_pentests(platform: PlatformDep, staff: Viewer) -> PentestList:
+async def list_pentests(platform: PlatformDep, staff: Viewer) -> PentestList:
     return PentestList(
         data=[_pentest(p) for p in platform.db.read(platform.vulnerabilities.pentests)]
     )
@@ -225,7 +224,7 @@ def list_pentests(platform: PlatformDep, staff: Viewer) -> PentestList:
     status_code=201,
     summary="Record a penetration test and register its findings",
 )
-def record_pentest(
+async def record_pentest(
     body: PentestIn, platform: PlatformDep, staff: Manager, mutation: MutationDep
 ) -> Response:
     def operation(conn: Connection) -> tuple[int, BaseModel]:
@@ -240,4 +239,4 @@ def record_pentest(
         )
         return 201, _pentest(pentest)
 
-    return _audited_run(mutation, "security.pentest.record", "pentests", operation)
+    return audited_run(mutation, "security.pentest.record", "pentests", operation)
