@@ -16,7 +16,10 @@ CPU per payment). Each worker process therefore runs one request's
 database work at a time — like a synchronous worker — and
 ``TONGBAO_HTTP_WORKERS`` processes run side by side. A transaction never
 spans an ``await``, so two requests of one process never hold locks the
-other waits for; the background duties run in a thread of their own.
+other waits for; the background duties run in a thread of their own (one
+worker) or a process of their own (several, :mod:`tongbao.background`). The
+rare retry of a transaction after a serialization failure or deadlock waits
+its few milliseconds of back-off on the loop too.
 
 Routes that spend long on the CPU or the disk stay plain ``def`` so the
 thread pool keeps them off the loop: password hashing (login, password
