@@ -7,7 +7,7 @@ The HTTP API, the CLI, the tests and the benchmarks all build a
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Protocol
@@ -76,11 +76,13 @@ class Platform:
         self.db = Database(settings.database_url, settings=settings)
         # Start-up refuses here without a usable master key (MasterKeyMissing/-Invalid).
         self.keyring = KeyRing.from_settings(settings, self.clock)
-        self.instruction_signer = InstructionSigner(self._instruction_seed)
+        self.instruction_signer = InstructionSigner(self._derived_seed(INSTRUCTION_KEY_PURPOSE))
         self.audit = AuditLog(
             self.clock,
             algorithm=settings.digest_algorithm,
-            checkpoints=CheckpointFile(settings.audit_checkpoint_file, seed=self._audit_seed),
+            checkpoints=CheckpointFile(
+                settings.audit_checkpoint_file, seed=self._derived_seed(SIGNING_PURPOSE)
+            ),
             redact=redact_text,  # details hold no personal data; this catches slips
         )
         self.ledger = Ledger(
@@ -234,13 +236,10 @@ class Platform:
         done["audit_checkpoints"] = self._audit_checkpoint()
         return done
 
-    def _audit_seed(self) -> bytes:
-        """The checkpoint signing seed, derived from the master key when first needed."""
-        return self.keyring.derive_key(SIGNING_PURPOSE)
-
-    def _instruction_seed(self) -> bytes:
-        """The bank instruction signing seed (SEC-12), derived like the audit one."""
-        return self.keyring.derive_key(INSTRUCTION_KEY_PURPOSE)
+    def _derived_seed(self, purpose: str) -> Callable[[], bytes]:
+        """A signing seed for ``purpose`` (the audit checkpoints' AUD-3, the bank
+        instructions' SEC-12), derived from the master key only when first needed."""
+        return partial(self.keyring.derive_key, purpose)
 
     def _register_instruction_key(self) -> None:
         """Set up the channel to the simulated bank: it gets our public key, and
