@@ -145,13 +145,20 @@ class BehaviourMonitor:
         return [a for a in raised if a is not None]
 
     def login_from(
-        self, conn: Connection, staff_id: str, source_ip: str | None, *, succeeded: bool
+        self,
+        conn: Connection,
+        staff_id: str,
+        source_ip: str | None,
+        here: IpLocation,
+        *,
+        succeeded: bool,
     ) -> list[StaffAlert]:
-        """SEC-9: remember where a login attempt came from; alert when the
+        """SEC-9: remember where a login attempt came from (``here``, its place by
+        :attr:`locator`, looked up before the transaction); alert when the
         place is unusual for the member or too far from their last login."""
         now = self.clock.now()
-        here = self.locator.locate(source_ip)
         baseline = timedelta(days=self.settings.staff_location_baseline_days)
+        outcome = "login" if succeeded else "failed login"
         raised = []
         for kind, detail in location_alerts(
             here,
@@ -160,7 +167,6 @@ class BehaviourMonitor:
             baseline=baseline,
             travel_window=timedelta(minutes=self.settings.staff_travel_window_minutes),
         ):
-            outcome = "login" if succeeded else "failed login"
             alert = self._raise(conn, staff_id, kind, f"{outcome} ({source_ip}): {detail}")
             if alert is not None:
                 raised.append(alert)

@@ -60,6 +60,7 @@ from tongbao.clock import Clock
 from tongbao.config import Settings
 from tongbao.ids import new_id
 from tongbao.security import KeyRing
+from tongbao.security.geoip import IpLocation
 from tongbao.storage import Database
 
 TOTP_FIELD = "staff.totp_secret"
@@ -392,13 +393,17 @@ class StaffService:
 
         The slow password check runs outside the write transaction; the
         transaction then re-checks the lock and the TOTP step on the locked
-        row, so two logins racing with one code cannot both succeed.
+        row, so two logins racing with one code cannot both succeed. The place
+        of ``source_ip`` (SEC-9) is also looked up once, before the transaction
+        and whatever the username (an unusable geolocation file refuses every
+        login alike); its row is written with the login's outcome.
         """
         stored = db.read(lambda conn: _password_hash(conn, username))
         password_ok = verify_password(stored, password)
+        here = self.monitor.locator.locate(source_ip)
 
         def attempt(conn: Connection) -> Session | errors.TongbaoError:
-            return self._login(conn, username, stored, password_ok, code, source_ip)
+            return self._login(conn, username, stored, password_ok, code, source_ip, here)
 
         outcome = db.run(attempt)
         if isinstance(outcome, errors.TongbaoError):
@@ -413,6 +418,7 @@ class StaffService:
         password_ok: bool,
         code: str,
         source_ip: str | None,
+        here: IpLocation,
     ) -> Session | errors.TongbaoError:
         now = self.clock.now()
         row = conn.execute(
@@ -432,7 +438,7 @@ class StaffService:
         target = f"staff:{row.id}"
         if is_locked(row.locked_until, now):
             self.monitor.record(conn, row.id, EventKind.LOGIN_FAILED, "login while locked")
-            self.monitor.login_from(conn, row.id, source_ip, succeeded=False)
+            self.monitor.login_from(conn, row.id, source_ip, here, succeeded=False)
             self.audit.record(
                 conn,
                 actor=target,
@@ -461,7 +467,7 @@ class StaffService:
                 .values(failed_logins=failed, locked_until=locked_until)
             )
             self.monitor.record(conn, row.id, EventKind.LOGIN_FAILED, "wrong password or code")
-            self.monitor.login_from(conn, row.id, source_ip, succeeded=False)
+            self.monitor.login_from(conn, row.id, source_ip, here, succeeded=False)
             self.audit.record(
                 conn,
                 actor=target,
@@ -492,7 +498,7 @@ class StaffService:
                 "source_ip": source_ip,
             },
         )
-        self.monitor.login_from(conn, row.id, source_ip, succeeded=True)
+        self.monitor.login_from(conn, row.id, source_ip, here, succeeded=True)
         expired = password_expired(
             row.password_changed_at,
             now,
