@@ -64,6 +64,7 @@ import hashlib
 import struct
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Final
 
 from cryptography.exceptions import InvalidSignature
@@ -179,36 +180,26 @@ class InstructionSigner:
 
     def __init__(self, seed: bytes | Callable[[], bytes]) -> None:
         self._seed = seed
-        self._private: Ed25519PrivateKey | None = None
-        self._public_key = b""
-        self._key_id = ""
 
-    def _key(self) -> Ed25519PrivateKey:
-        if self._private is None:
-            seed = self._seed() if callable(self._seed) else self._seed
-            if len(seed) != PUBLIC_KEY_BYTES:
-                raise ValueError("the instruction signing seed must be 32 bytes")
-            private = Ed25519PrivateKey.from_private_bytes(seed)
-            self._public_key = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-            self._key_id = key_id(self._public_key)
-            self._private = private
-        return self._private
+    @cached_property
+    def _private(self) -> Ed25519PrivateKey:
+        seed = self._seed() if callable(self._seed) else self._seed
+        if len(seed) != PUBLIC_KEY_BYTES:
+            raise ValueError("the instruction signing seed must be 32 bytes")
+        return Ed25519PrivateKey.from_private_bytes(seed)
 
-    @property
+    @cached_property
     def public_key(self) -> bytes:
         """The raw 32-byte public key a bank verifies with."""
-        self._key()
-        return self._public_key
+        return self._private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
-    @property
+    @cached_property
     def key_id(self) -> str:
-        self._key()
-        return self._key_id
+        return key_id(self.public_key)
 
     def sign(self, instruction: Instruction, at: datetime) -> SignedInstruction:
         """``instruction`` signed at ``at`` (:class:`~tongbao.errors.InvalidAmount` or
         :class:`~tongbao.errors.ValidationFailed` if it cannot be encoded)."""
-        private = self._key()
         at = at.astimezone(UTC)
-        signature = private.sign(canonical_bytes(instruction, at))
-        return SignedInstruction(instruction, at, ED25519, self._key_id, signature)
+        signature = self._private.sign(canonical_bytes(instruction, at))
+        return SignedInstruction(instruction, at, ED25519, self.key_id, signature)
