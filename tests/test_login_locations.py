@@ -163,10 +163,14 @@ def from_ip(platform: Platform) -> Callable[[str], TestClient]:
 
 
 def http_login(
-    client: TestClient, platform: Platform, who: StaffLogin, password: str = PASSWORD
+    client: TestClient,
+    platform: Platform,
+    who: StaffLogin,
+    password: str = PASSWORD,
+    headers: dict[str, str] | None = None,
 ) -> httpx.Response:
     body = {"username": who.username, "password": password, "totp": totp(platform, who)}
-    response: httpx.Response = client.post("/v1/staff/login", json=body)
+    response: httpx.Response = client.post("/v1/staff/login", json=body, headers=headers)
     return response
 
 
@@ -262,9 +266,8 @@ def test_a_trusted_proxy_passes_the_client_address_and_others_cannot(
     qian = new_staff(platform, ["operator"])
 
     def login(peer: str, forwarded: str) -> None:
-        body = {"username": qian.username, "password": PASSWORD, "totp": totp(platform, qian)}
         client = TestClient(app, client=(peer, 40000))
-        response = client.post("/v1/staff/login", json=body, headers={"X-Forwarded-For": forwarded})
+        response = http_login(client, platform, qian, headers={"X-Forwarded-For": forwarded})
         assert response.status_code == 200, response.text
         clock.advance(timedelta(seconds=30))
 
